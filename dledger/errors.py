@@ -1,0 +1,49 @@
+"""The errors dledger raises to its callers.
+
+``DLedgerError`` is the root. The broker maps ``NotLeader`` to a redirect,
+``NoLeader`` to 503 and ``LeadershipLost`` to "outcome unknown".
+"""
+
+from __future__ import annotations
+
+
+class DLedgerError(Exception):
+    """Root of dledger's errors."""
+
+
+class NotLeader(DLedgerError):
+    """This node is not the leader; ``leader_id``/``leader_url`` name the one it
+    believes is, or are None when it knows of none."""
+
+    def __init__(self, leader_id: str | None = None, leader_url: str | None = None) -> None:
+        self.leader_id = leader_id
+        self.leader_url = leader_url
+        where = f"leader is {leader_id}" if leader_id is not None else "no leader known"
+        super().__init__(f"not the leader ({where})")
+
+
+class LeadershipLost(DLedgerError):
+    """This node stopped being leader while a proposal was in flight: the entry may
+    or may not commit later (outcome unknown)."""
+
+
+class ProposalDropped(DLedgerError):
+    """The proposal was not appended, or its entry was overwritten by another
+    leader's entry: it will never commit."""
+
+
+class StorageFailure(DLedgerError):
+    """A write or fsync to the log or the hard state failed. Fatal: the node stops
+    rather than carry on with a state it could not make durable."""
+
+
+class CorruptLog(DLedgerError):
+    """The stored log is damaged somewhere other than a repairable tail."""
+
+
+class CodecError(DLedgerError):
+    """A peer frame could not be decoded or is not a valid message."""
+
+
+class NodeStopped(DLedgerError):
+    """The node is shutting down or has stopped."""
