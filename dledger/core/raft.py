@@ -191,6 +191,20 @@ class RaftCore:
         self.election_elapsed = 0
         self._campaign(transfer=False)
 
+    def leader_unreachable(self) -> None:
+        """The runtime saw the leader's connection close (its process likely died).
+
+        Instead of waiting out a whole election timeout, let the timer run out
+        within the next 1 to 3 ticks (a random pick, so that followers rarely
+        split the vote). Safe because the election still starts with a
+        pre-vote: if the leader is in fact alive for the others, nobody grants it.
+        """
+        if self.role is not Role.FOLLOWER or self.leader_id is None:
+            return
+        self.leader_id = None
+        soon = self._randomized_timeout - 1 - self._rng.randrange(3)
+        self.election_elapsed = max(self.election_elapsed, soon)
+
     def transfer_leadership(self, target: NodeId) -> None:
         """Hand leadership to ``target`` (thesis §3.10): bring it up to date, then
         tell it to campaign at once. Proposals are refused meanwhile."""

@@ -1,0 +1,33 @@
+"""dledger: a Raft replicated log (pure core, durable segmented store, asyncio runtime).
+
+The broker uses only what is listed in ``__all__``.
+"""
+
+from dledger.errors import (
+    DLedgerError,
+    LeadershipLost,
+    NodeStopped,
+    NotLeader,
+    ProposalDropped,
+    StorageFailure,
+)
+
+__all__ = [
+    "DLedger",
+    "NodeConfig",
+    "StateMachine",
+    "DLedgerError",
+    "LeadershipLost",
+    "NodeStopped",
+    "NotLeader",
+    "ProposalDropped",
+    "StorageFailure",
+]
+
+
+def __getattr__(name: str):  # lazy, so that the pure core imports without the runtime's edges
+    if name in ("DLedger", "NodeConfig", "StateMachine"):
+        from dledger import runtime
+
+        return getattr(runtime, name)
+    raise AttributeError(name)

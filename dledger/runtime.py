@@ -1,0 +1,410 @@
+"""The asyncio runtime of one dledger node: the pure core, the durable store,
+the timers and the peer transport, wired together.
+
+One task (the *ready loop*) owns the core's output: for each ``Ready`` it
+persists the hard state and the entries (one write and, with the ``sync``
+flush policy, one fdatasync for the whole batch: group commit), sends the
+messages, applies the committed entries to the state machine and resolves the
+proposals waiting on them. Peer messages, ticks and proposals are fed to the
+core synchronously as they arrive and just wake the loop, so whatever arrives
+while a batch is being made durable is gathered into the next batch.
+
+Blocking calls on the loop: store writes are one ``os.write`` per batch
+(handed to the OS, no waiting on the disk); the ``sync`` policy's fdatasync
+and the rare hard-state fsync run in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import struct
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Protocol
+
+from dledger.core.messages import EntryKind, Message, NodeId, Snapshot, SnapshotMeta
+from dledger.core.raft import CoreConfig, RaftCore, Role
+from dledger.errors import LeadershipLost, NodeStopped, NotLeader, ProposalDropped, StorageFailure
+from dledger.store.file_store import FileHardStateStore, FileLogStore, StoreConfig
+from dledger.transport import PeerTransport, TransportConfig
+
+log = logging.getLogger(__name__)
+
+
+class StateMachine(Protocol):
+    """What the replicated log is applied to. Contract:
+
+    - ``apply(index, payload)`` is called in index order, exactly once per
+      committed entry per node lifetime (after a restart, from the index after
+      the one ``restore`` or the checkpoint reflects), and must be
+      deterministic: every replica that applies the same log ends in the same
+      state. Its return value resolves the leader's ``propose``.
+    - ``snapshot()`` returns the whole state as bytes (for compaction and for a
+      follower that lags behind the oldest retained entry); ``restore(data)``
+      replaces the state with it.
+    """
+
+    def apply(self, index: int, payload: bytes) -> Any: ...
+
+    def snapshot(self) -> bytes: ...
+
+    def restore(self, data: bytes) -> None: ...
+
+
+def parse_addr(addr: str) -> tuple[str, int]:
+    """``"host:port"`` to a tuple; ValueError with the offending text otherwise."""
+    host, sep, port = addr.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"bad address {addr!r}: expected host:port")
+    return host, int(port)
+
+
+@dataclass(slots=True, frozen=True)
+class NodeConfig:
+    """One dledger node. ``peers`` maps every member's id (this node's too) to
+    its Raft address ``host:port``.
+
+    - ``tick_ms``: the core's clock period. The heartbeat is
+      ``heartbeat_ticks`` ticks and the election timeout is a random time in
+      [``election_timeout_ticks``, 2x) ticks: with the defaults a heartbeat every
+      100 ms and elections after 600 to 1200 ms of silence.
+    - ``flush``: ``async`` (written to the OS before acking: survives a process
+      crash) or ``sync`` (fdatasync before acking: survives power loss).
+    """
+
+    node_id: str
+    group: str
+    peers: Mapping[str, str]
+    data_dir: str
+    flush: str = "async"
+    segment_bytes: int = 1 << 30
+    tick_ms: int = 50
+    heartbeat_ticks: int = 2
+    election_timeout_ticks: int = 12
+    max_inflight_msgs: int = 256
+    max_batch_bytes: int = 256 << 10
+    preferred_leader: str | None = None
+    transport: TransportConfig = field(default_factory=TransportConfig)
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.node_id not in self.peers:
+            raise ValueError(f"node_id: {self.node_id!r} is not in peers {sorted(self.peers)}")
+        for nid, addr in self.peers.items():
+            parse_addr(addr)
+        if self.flush not in ("async", "sync"):
+            raise ValueError(f"flush: must be 'async' or 'sync', not {self.flush!r}")
+        if self.tick_ms < 1:
+            raise ValueError("tick_ms: must be at least 1")
+
+    def core_config(self) -> CoreConfig:
+        seed = self.seed if self.seed is not None else int.from_bytes(os.urandom(8), "big")
+        return CoreConfig(
+            node_id=NodeId(self.node_id),
+            voters=tuple(NodeId(p) for p in sorted(self.peers)),
+            election_timeout_ticks=self.election_timeout_ticks,
+            heartbeat_ticks=self.heartbeat_ticks,
+            max_inflight_msgs=self.max_inflight_msgs,
+            max_batch_bytes=self.max_batch_bytes,
+            preferred_leader=NodeId(self.preferred_leader) if self.preferred_leader else None,
+            seed=seed,
+        )
+
+
+# The snapshot file: magic u32 | crc32 of the rest u32 | index u64 | term u64 |
+# next_position u64 | data. Written atomically (temp file, fsync, rename).
+_SNAP_HEADER = struct.Struct(">IIQQQ")
+_SNAP_MAGIC = 0x534E4150  # "SNAP"
+
+
+def _write_snapshot_file(path: Path, snap: Snapshot) -> None:
+    body = struct.pack(">QQQ", snap.meta.index, snap.meta.term, snap.meta.next_position) + snap.data
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "wb") as f:
+        f.write(struct.pack(">II", _SNAP_MAGIC, zlib.crc32(body)) + body)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def _read_snapshot_file(path: Path) -> Snapshot | None:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    magic, crc, index, term, next_pos = _SNAP_HEADER.unpack_from(raw)
+    if magic != _SNAP_MAGIC or zlib.crc32(raw[8:]) != crc:
+        raise StorageFailure(f"snapshot file {path} is corrupt")
+    return Snapshot(SnapshotMeta(index, term, next_pos), raw[_SNAP_HEADER.size :])
+
+
+class DLedger:
+    """A replicated log node. The broker uses only this class (see ``dledger.__all__``)."""
+
+    def __init__(self, config: NodeConfig, state_machine: StateMachine) -> None:
+        self.config = config
+        self._sm = state_machine
+        data = Path(config.data_dir)
+        data.mkdir(parents=True, exist_ok=True)
+        self._snapshot_path = data / "snapshot"
+        self.store = FileLogStore(data, StoreConfig(segment_bytes=config.segment_bytes, flush=config.flush))
+        self._hs_store = FileHardStateStore(data)
+        applied = 0
+        snap = _read_snapshot_file(self._snapshot_path)
+        if snap is not None:
+            self._sm.restore(snap.data)
+            applied = snap.meta.index
+        self.core = RaftCore(config.core_config(), self.store, self._hs_store.load(), applied_index=applied)
+        if snap is not None:
+            self.core.set_snapshot(snap)
+        peers = {p: parse_addr(a) for p, a in config.peers.items() if p != config.node_id}
+        self._transport = PeerTransport(
+            config.node_id,
+            config.group,
+            parse_addr(config.peers[config.node_id]),
+            peers,
+            self._on_message,
+            config.transport,
+            on_peer_down=self._on_peer_down,
+        )
+        self._pending: dict[int, tuple[int, asyncio.Future[tuple[int, Any]]]] = {}
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._running = False
+        self._failed: BaseException | None = None
+        self._was_leader = False
+        self._applied_waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._role_listeners: list[asyncio.Event] = []
+
+    # ------------------------------------------------------------------
+    async def start(self) -> None:
+        await self._transport.start()
+        self._running = True
+        self._tasks = [
+            asyncio.create_task(self._ready_loop(), name=f"dledger-ready-{self.config.node_id}"),
+            asyncio.create_task(self._ticker(), name=f"dledger-tick-{self.config.node_id}"),
+        ]
+        log.info("node=%s group=%s started term=%d last_index=%d", self.config.node_id, self.config.group,
+                 self.core.term, self.core.last_index)
+
+    async def stop(self) -> None:
+        self._running = False
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            try:
+                await t
+            except asyncio.CancelledError:
+                pass
+            except Exception:  # already logged by the task itself
+                pass
+        self._tasks = []
+        await self._transport.stop()
+        self._fail_pending(NodeStopped("node stopped"))
+        self.store.close()
+
+    @property
+    def failed(self) -> BaseException | None:
+        """The fatal error that stopped this node, if any (a storage failure)."""
+        return self._failed
+
+    # ------------------------------------------------------------------
+    async def propose(self, payload: bytes) -> tuple[int, Any]:
+        """Replicate ``payload``; resolves with (index, apply result) once it is
+        committed (durable on a majority) and applied here.
+
+        Raises NotLeader (with the leader we know of), LeadershipLost (outcome
+        unknown: we stopped leading while it was in flight) or ProposalDropped.
+        """
+        if not self._running:
+            raise NodeStopped("node is not running")
+        index = self.core.propose(payload)  # raises NotLeader
+        fut: asyncio.Future[tuple[int, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[index] = (self.core.term, fut)
+        self._wake.set()
+        return await fut
+
+    async def transfer_leadership(self, node_id: str) -> None:
+        self.core.transfer_leadership(NodeId(node_id))
+        self._wake.set()
+
+    def is_leader(self) -> bool:
+        return self.core.role is Role.LEADER
+
+    @property
+    def leader_id(self) -> str | None:
+        return self.core.leader_id
+
+    @property
+    def applied_index(self) -> int:
+        return self.core.applied_index
+
+    def status(self) -> dict[str, Any]:
+        st = self.core.status()
+        st["group"] = self.config.group
+        leader = st.get("leader_id")
+        st["leader_addr"] = self.config.peers.get(leader) if leader else None
+        st["node_id"] = self.config.node_id
+        st["first_index"] = self.store.first_index()
+        if self.core.role is Role.LEADER:
+            last = self.core.last_index
+            st["peers"] = {
+                p: {"match_index": pr["match_index"], "lag": last - int(pr["match_index"])}  # type: ignore[call-overload]
+                for p, pr in st.pop("progress").items()  # type: ignore[union-attr]
+            }
+        return st
+
+    async def wait_applied(self, index: int, timeout_s: float | None = None) -> None:
+        """Wait until this node applied ``index``."""
+        if self.core.applied_index >= index:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._applied_waiters.append((index, fut))
+        await asyncio.wait_for(fut, timeout_s)
+
+    def body_position(self, index: int) -> int:
+        return self.store.body_position(index)
+
+    def read_at(self, position: int, size: int) -> bytes:
+        return self.store.read_at(position, size)
+
+    def snapshot_and_compact(self, keep_entries: int = 0) -> int:
+        """Snapshot the state machine at the applied index and delete the log
+        prefix up to ``applied - keep_entries`` (retention). Returns the index
+        compacted to."""
+        applied = self.core.applied_index
+        if applied < 1:
+            return 0
+        term = self.core.log.term(applied)
+        if term is None:
+            return 0
+        last = self.store.last_index()
+        if applied < last:
+            next_pos = self.store.body_position(applied + 1) - 32
+        else:
+            e = self.store.entries(applied, applied + 1, 1)[0]
+            next_pos = self.store.body_position(applied) + len(e.data)
+        snap = Snapshot(SnapshotMeta(applied, term, next_pos), self._sm.snapshot())
+        _write_snapshot_file(self._snapshot_path, snap)
+        self.core.set_snapshot(snap)
+        upto = max(0, applied - keep_entries)
+        self.store.compact(upto)
+        return upto
+
+    # ------------------------------------------------------------------
+    def _on_message(self, m: Message) -> None:
+        self.core.step(m)
+        self._wake.set()
+
+    def _on_peer_down(self, peer: str) -> None:
+        if peer == self.core.leader_id:
+            log.info("node=%s term=%d leader=%s connection closed: electing soon", self.config.node_id,
+                     self.core.term, peer)
+            self.core.leader_unreachable()
+            self._wake.set()
+
+    async def _ticker(self) -> None:
+        period = self.config.tick_ms / 1000
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        while True:
+            next_at += period
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+            if loop.time() - next_at > period * 4:
+                next_at = loop.time()  # the loop was blocked; do not fire a burst of ticks
+            self.core.tick()
+            self._wake.set()
+
+    async def _ready_loop(self) -> None:
+        core = self.core
+        loop = asyncio.get_running_loop()
+        sync = self.config.flush == "sync"
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                while core.has_ready():
+                    rd = core.ready()
+                    if rd.snapshot is not None:
+                        self._install_snapshot(rd.snapshot)
+                    if rd.hard_state is not None:
+                        await loop.run_in_executor(None, self._hs_store.save, rd.hard_state)
+                    if rd.entries:
+                        self.store.append(rd.entries)
+                        if sync:
+                            await loop.run_in_executor(None, self.store.flush)
+                        else:
+                            self.store.flush()
+                    send = self._transport.send
+                    for m in rd.messages:
+                        send(m)
+                    if rd.committed:
+                        self._apply(rd.committed)
+                    core.advance(rd)
+                    self._after_advance()
+                    await asyncio.sleep(0)  # let the network and proposers in
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # a node that cannot persist must stop (STYLE: never log-and-continue)
+            self._failed = exc
+            self._running = False
+            log.critical("node=%s fatal error in the ready loop, node stops: %r", self.config.node_id, exc)
+            self._fail_pending(StorageFailure(f"node stopped after a fatal error: {exc!r}"))
+            raise
+
+    def _install_snapshot(self, snap: Snapshot) -> None:
+        _write_snapshot_file(self._snapshot_path, snap)
+        self.store.reset(snap.meta)
+        self._sm.restore(snap.data)
+        self.core.set_snapshot(snap)
+        for idx in [i for i in self._pending if i <= snap.meta.index]:
+            _, fut = self._pending.pop(idx)
+            if not fut.done():
+                fut.set_exception(LeadershipLost("replaced by a snapshot; outcome unknown"))
+
+    def _apply(self, entries: tuple[Any, ...]) -> None:
+        sm_apply = self._sm.apply
+        pending = self._pending
+        for e in entries:
+            result = sm_apply(e.index, e.data) if e.kind == EntryKind.NORMAL else None
+            if pending:
+                waiting = pending.pop(e.index, None)
+                if waiting is not None:
+                    term, fut = waiting
+                    if fut.done():
+                        continue
+                    if term == e.term and e.kind == EntryKind.NORMAL:
+                        fut.set_result((e.index, result))
+                    else:
+                        fut.set_exception(ProposalDropped(f"entry {e.index} was overwritten by term {e.term}"))
+
+    def _after_advance(self) -> None:
+        is_leader = self.core.role is Role.LEADER
+        if self._was_leader and not is_leader:
+            self._fail_pending(LeadershipLost("leadership lost while the proposal was in flight; outcome unknown"))
+        self._was_leader = is_leader
+        if self._applied_waiters:
+            applied = self.core.applied_index
+            keep = []
+            for idx, fut in self._applied_waiters:
+                if fut.done():
+                    continue
+                if idx <= applied:
+                    fut.set_result(None)
+                else:
+                    keep.append((idx, fut))
+            self._applied_waiters = keep
+
+    def _fail_pending(self, exc: Exception) -> None:
+        pending, self._pending = self._pending, {}
+        for _, fut in pending.values():
+            if not fut.done():
+                fut.set_exception(exc)
