@@ -149,7 +149,9 @@ def _read_snapshot_file(path: Path) -> Snapshot | None:
 class DLedger:
     """A replicated log node. The broker uses only this class (see ``dledger.__all__``)."""
 
-    def __init__(self, config: NodeConfig, state_machine: StateMachine) -> None:
+    def __init__(self, config: NodeConfig, state_machine: StateMachine, applied_index: int = 0) -> None:
+        """``applied_index``: the index the state machine's own checkpoint already
+        reflects (it is re-applied from the next one); 0 to apply from the start."""
         self.config = config
         self._sm = state_machine
         data = Path(config.data_dir)
@@ -157,9 +159,9 @@ class DLedger:
         self._snapshot_path = data / "snapshot"
         self.store = FileLogStore(data, StoreConfig(segment_bytes=config.segment_bytes, flush=config.flush))
         self._hs_store = FileHardStateStore(data)
-        applied = 0
+        applied = applied_index
         snap = _read_snapshot_file(self._snapshot_path)
-        if snap is not None:
+        if snap is not None and snap.meta.index > applied_index:
             self._sm.restore(snap.data)
             applied = snap.meta.index
         self.core = RaftCore(config.core_config(), self.store, self._hs_store.load(), applied_index=applied)

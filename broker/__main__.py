@@ -1,0 +1,5 @@
+import sys
+
+from broker.node import main
+
+sys.exit(main())

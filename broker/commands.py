@@ -1,0 +1,112 @@
+"""The commands the broker writes into the replicated log, one per entry.
+
+Every entry body is one msgpack array whose first element is the command
+kind. The leader stamps everything that must be identical on every replica
+(store timestamp, queue choice, tag hashes, keys) into the command before it
+proposes it, so that applying is deterministic.
+
+``produce`` is laid out so that the framed message records are the *last*
+element: a msgpack ``bin`` at the end of the body. Its data therefore starts
+at ``len(body) - len(records)``, and each message's physical offset in the
+CommitLog is ``entry body position + that start + the record's offset``.
+
+| kind | fields after the kind |
+|---|---|
+| NOOP (0) | — |
+| PRODUCE (1) | topic, queue_id, store_ts_ms, producer_id or nil, sequence or nil, part, tag_hashes [i64], keys [[str]], records (bin) |
+| COMMIT_OFFSET (2) | group, topic, queue_id, offset |
+| CREATE_TOPIC (3) | name, queues |
+| UPDATE_TOPIC (4) | name, queues |
+| HEARTBEAT (5) | group, client_id, expire_ts_ms (reserved for consumer groups) |
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+import msgpack
+
+
+class Kind(enum.IntEnum):
+    NOOP = 0
+    PRODUCE = 1
+    COMMIT_OFFSET = 2
+    CREATE_TOPIC = 3
+    UPDATE_TOPIC = 4
+
+
+@dataclass(slots=True, frozen=True)
+class Produce:
+    topic: str
+    queue_id: int
+    store_ts_ms: int
+    producer_id: str | None
+    sequence: int | None
+    part: int
+    tag_hashes: list[int]
+    keys: list[list[str]]
+    records: bytes
+
+
+@dataclass(slots=True, frozen=True)
+class CommitOffset:
+    group: str
+    topic: str
+    queue_id: int
+    offset: int
+
+
+@dataclass(slots=True, frozen=True)
+class CreateTopic:
+    name: str
+    queues: int
+
+
+@dataclass(slots=True, frozen=True)
+class UpdateTopic:
+    name: str
+    queues: int
+
+
+@dataclass(slots=True, frozen=True)
+class Noop:
+    pass
+
+
+Command = Produce | CommitOffset | CreateTopic | UpdateTopic | Noop
+
+
+def encode(cmd: Command) -> bytes:
+    if isinstance(cmd, Produce):
+        return msgpack.packb(
+            [Kind.PRODUCE, cmd.topic, cmd.queue_id, cmd.store_ts_ms, cmd.producer_id, cmd.sequence, cmd.part,
+             cmd.tag_hashes, cmd.keys, cmd.records],
+            use_bin_type=True,
+        )
+    if isinstance(cmd, CommitOffset):
+        return msgpack.packb([Kind.COMMIT_OFFSET, cmd.group, cmd.topic, cmd.queue_id, cmd.offset])
+    if isinstance(cmd, CreateTopic):
+        return msgpack.packb([Kind.CREATE_TOPIC, cmd.name, cmd.queues])
+    if isinstance(cmd, UpdateTopic):
+        return msgpack.packb([Kind.UPDATE_TOPIC, cmd.name, cmd.queues])
+    return msgpack.packb([Kind.NOOP])
+
+
+def decode(body: bytes) -> Command:
+    """Decode an entry body written by ``encode``. Entries are written by the
+    leader only, so a failure here means a bug or corruption: raise ValueError."""
+    try:
+        obj = msgpack.unpackb(body, raw=False, use_list=True)
+        kind = Kind(obj[0])
+        if kind is Kind.PRODUCE:
+            return Produce(obj[1], obj[2], obj[3], obj[4], obj[5], obj[6], obj[7], obj[8], obj[9])
+        if kind is Kind.COMMIT_OFFSET:
+            return CommitOffset(obj[1], obj[2], obj[3], obj[4])
+        if kind is Kind.CREATE_TOPIC:
+            return CreateTopic(obj[1], obj[2])
+        if kind is Kind.UPDATE_TOPIC:
+            return UpdateTopic(obj[1], obj[2])
+        return Noop()
+    except (ValueError, TypeError, IndexError, msgpack.UnpackException) as exc:
+        raise ValueError(f"undecodable broker command: {exc}") from exc

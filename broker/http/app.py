@@ -1,0 +1,325 @@
+"""HTTP API v1 (see ARCHITECTURE.md, "The HTTP API"): requests in, calls on the
+``Broker``, results out. JSON by default; msgpack when the request's
+``Content-Type`` or ``Accept`` is ``application/msgpack``. Errors are
+``{"error": code, "message": text}``; ``BrokerError`` subclasses carry their
+status, mapped here once (follower writes: 307 to the leader's same URL;
+no leader: 503 with Retry-After).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+from typing import Any, Awaitable, Callable
+
+import msgpack
+from aiohttp import web
+
+from broker.errors import (
+    BrokerError,
+    InvalidArgument,
+    MalformedBody,
+    NotLeaderError,
+    RequestTooLarge,
+    UnsupportedMediaType,
+)
+from broker.http.openapi import openapi_document
+from broker.service import Broker, OutMessage
+
+log = logging.getLogger(__name__)
+
+MSGPACK = "application/msgpack"
+JSON = "application/json"
+# curl -d sends form-urlencoded unless told otherwise; its body is still our JSON.
+JSON_TYPES = frozenset({JSON, "application/x-www-form-urlencoded"})
+BROKER: web.AppKey[Broker] = web.AppKey("broker", Broker)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+# ----------------------------------------------------------------------
+# encoding
+# ----------------------------------------------------------------------
+def _wants_msgpack(request: web.Request) -> bool:
+    return MSGPACK in request.headers.get("Accept", "") or request.content_type == MSGPACK
+
+
+def _json_default(o: Any) -> Any:
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def _jsonable(obj: Any) -> Any:
+    """Message bodies are bytes: UTF-8 text goes in ``body``, anything else base64 in ``body_b64``."""
+    if isinstance(obj, dict):
+        if "body" in obj and isinstance(obj["body"], bytes):
+            out = {k: _jsonable(v) for k, v in obj.items() if k != "body"}
+            try:
+                out["body"] = obj["body"].decode("utf-8")
+            except UnicodeDecodeError:
+                out["body_b64"] = base64.b64encode(obj["body"]).decode("ascii")
+            return out
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    return obj
+
+
+def respond(request: web.Request, data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    if _wants_msgpack(request):
+        return web.Response(body=msgpack.packb(data, use_bin_type=True), status=status,
+                            content_type=MSGPACK, headers=headers)
+    return web.Response(text=json.dumps(_jsonable(data), default=_json_default), status=status,
+                        content_type=JSON, headers=headers)
+
+
+async def read_body(request: web.Request) -> dict[str, Any]:
+    """The request's JSON or msgpack object; 4xx for anything else."""
+    ctype = request.content_type
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge as exc:
+        raise RequestTooLarge(f"request body over the limit of {exc.max_size} bytes") from None
+    if ctype == MSGPACK:
+        try:
+            obj = msgpack.unpackb(raw, raw=False, strict_map_key=True)
+        except Exception as exc:  # msgpack raises several unrelated types on garbage
+            raise MalformedBody(f"request body is not valid msgpack: {exc}") from None
+    elif ctype in JSON_TYPES or "Content-Type" not in request.headers:
+        try:
+            obj = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise MalformedBody(f"request body is not valid JSON: {exc}") from None
+    else:
+        raise UnsupportedMediaType(f"Content-Type must be {JSON} or {MSGPACK}, not {ctype}")
+    if not isinstance(obj, dict):
+        raise MalformedBody("request body must be an object")
+    return obj
+
+
+# ----------------------------------------------------------------------
+# argument helpers
+# ----------------------------------------------------------------------
+def _int_arg(request: web.Request, name: str, default: int | None = None) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        if default is None:
+            raise InvalidArgument(f"query parameter {name!r} is required")
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise InvalidArgument(f"query parameter {name!r} must be an integer, not {raw!r}") from None
+
+
+def _path_int(request: web.Request, name: str) -> int:
+    raw = request.match_info[name]
+    try:
+        return int(raw)
+    except ValueError:
+        raise InvalidArgument(f"{name} must be an integer, not {raw!r}") from None
+
+
+def _field(obj: dict[str, Any], name: str, kind: type | tuple[type, ...], required: bool = True) -> Any:
+    if name not in obj or obj[name] is None:
+        if required:
+            raise InvalidArgument(f"field {name!r} is required")
+        return None
+    v = obj[name]
+    if not isinstance(v, kind) or (kind is int and isinstance(v, bool)):
+        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise InvalidArgument(f"field {name!r} must be {names}")
+    return v
+
+
+def _out_message(m: Any, i: int) -> OutMessage:
+    if not isinstance(m, dict):
+        raise InvalidArgument(f"messages[{i}] must be an object")
+    if "body_b64" in m and m["body_b64"] is not None:
+        if not isinstance(m["body_b64"], str):
+            raise InvalidArgument(f"messages[{i}].body_b64 must be a base64 string")
+        try:
+            body = base64.b64decode(m["body_b64"], validate=True)
+        except (binascii.Error, ValueError):
+            raise InvalidArgument(f"messages[{i}].body_b64 is not valid base64") from None
+    elif isinstance(m.get("body"), str):
+        body = m["body"].encode("utf-8")
+    elif isinstance(m.get("body"), bytes):
+        body = m["body"]
+    else:
+        raise InvalidArgument(f"messages[{i}] needs a body (a string, bytes in msgpack, or body_b64)")
+    tags = m.get("tags") or ""
+    if not isinstance(tags, str) or "||" in tags or len(tags) > 256:
+        raise InvalidArgument(f"messages[{i}].tags must be one tag (a string of at most 256 characters, no '||')")
+    keys = m.get("keys") or []
+    if isinstance(keys, str):
+        keys = [k for k in keys.split(" ") if k]
+    if not isinstance(keys, list) or not all(isinstance(k, str) and 0 < len(k) <= 256 for k in keys) or len(keys) > 32:
+        raise InvalidArgument(f"messages[{i}].keys must be a list of at most 32 non-empty strings")
+    props = m.get("properties") or {}
+    if not isinstance(props, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in props.items()):
+        raise InvalidArgument(f"messages[{i}].properties must be an object of string values")
+    qid = m.get("queue_id")
+    if qid is not None and (not isinstance(qid, int) or isinstance(qid, bool)):
+        raise InvalidArgument(f"messages[{i}].queue_id must be an integer")
+    skey = m.get("sharding_key")
+    if skey is not None and not isinstance(skey, str):
+        raise InvalidArgument(f"messages[{i}].sharding_key must be a string")
+    born = m.get("born_ts")
+    if born is not None and (not isinstance(born, int) or isinstance(born, bool) or born < 0):
+        raise InvalidArgument(f"messages[{i}].born_ts must be a non-negative integer (ms)")
+    return OutMessage(body, tags, tuple(keys), dict(props), qid, skey, born)
+
+
+# ----------------------------------------------------------------------
+# handlers
+# ----------------------------------------------------------------------
+async def health(request: web.Request) -> web.Response:
+    return respond(request, request.app[BROKER].health())
+
+
+async def cluster(request: web.Request) -> web.Response:
+    return respond(request, request.app[BROKER].cluster())
+
+
+async def create_topic(request: web.Request) -> web.Response:
+    body = await read_body(request)
+    queues = body.get("queues", 4)
+    return respond(request, await request.app[BROKER].create_topic(body.get("name"), queues))
+
+
+async def list_topics(request: web.Request) -> web.Response:
+    return respond(request, {"topics": request.app[BROKER].list_topics()})
+
+
+async def get_topic(request: web.Request) -> web.Response:
+    return respond(request, request.app[BROKER].describe_topic(request.match_info["topic"]))
+
+
+async def update_topic(request: web.Request) -> web.Response:
+    body = await read_body(request)
+    return respond(request, await request.app[BROKER].update_topic(request.match_info["topic"], body.get("queues")))
+
+
+async def produce(request: web.Request) -> web.Response:
+    broker = request.app[BROKER]
+    topic = request.match_info["topic"]
+    broker.describe_topic(topic)  # 404 before parsing a large body
+    body = await read_body(request)
+    msgs = _field(body, "messages", list)
+    producer_id = _field(body, "producer_id", str, required=False)
+    sequence = _field(body, "sequence", int, required=False)
+    if sequence is not None and sequence < 0:
+        raise InvalidArgument("sequence must not be negative")
+    out = [_out_message(m, i) for i, m in enumerate(msgs)]
+    results = await broker.produce(topic, out, producer_id, sequence)
+    return respond(request, {"results": results})
+
+
+async def pull(request: web.Request) -> web.Response:
+    broker = request.app[BROKER]
+    res = await broker.pull(
+        request.match_info["topic"],
+        _path_int(request, "queue"),
+        _int_arg(request, "offset", 0),
+        _int_arg(request, "max", 32),
+        _int_arg(request, "wait_ms", 0),
+        request.query.get("tags"),
+    )
+    return respond(request, res)
+
+
+async def get_message(request: web.Request) -> web.Response:
+    return respond(request, request.app[BROKER].get_message(request.match_info["msg_id"]))
+
+
+async def query_messages(request: web.Request) -> web.Response:
+    key = request.query.get("key")
+    if not key:
+        raise InvalidArgument("query parameter 'key' is required")
+    res = request.app[BROKER].query_by_key(
+        key, _int_arg(request, "begin_ts", 0), _int_arg(request, "end_ts", 2**63 - 1), _int_arg(request, "max", 32)
+    )
+    return respond(request, {"messages": res})
+
+
+def _topic_query(request: web.Request) -> str:
+    topic = request.query.get("topic")
+    if not topic:
+        raise InvalidArgument("query parameter 'topic' is required")
+    return topic
+
+
+async def group_offsets(request: web.Request) -> web.Response:
+    return respond(request, request.app[BROKER].group_offsets(request.match_info["group"], _topic_query(request)))
+
+
+async def commit_offset(request: web.Request) -> web.Response:
+    body = await read_body(request)
+    res = await request.app[BROKER].commit_offset(
+        request.match_info["group"], _field(body, "topic", str), _field(body, "queue_id", int), _field(body, "offset", int)
+    )
+    return respond(request, res)
+
+
+async def group_lag(request: web.Request) -> web.Response:
+    return respond(request, request.app[BROKER].group_lag(request.match_info["group"], _topic_query(request)))
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(openapi_document())
+
+
+# ----------------------------------------------------------------------
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except NotLeaderError as exc:
+        location = exc.leader_url.rstrip("/") + str(request.rel_url)
+        return respond(request, {"error": exc.code, "message": exc.message, "leader": exc.leader_url},
+                       status=307, headers={"Location": location})
+    except BrokerError as exc:
+        headers = {}
+        retry = getattr(exc, "retry_after_s", None)
+        if retry is not None:
+            headers["Retry-After"] = str(retry)
+        return respond(request, {"error": exc.code, "message": exc.message, **exc.details},
+                       status=exc.http_status, headers=headers)
+    except web.HTTPRequestEntityTooLarge as exc:
+        return respond(request, {"error": RequestTooLarge.code, "message": f"request body over the limit ({exc.text})"},
+                       status=413)
+    except web.HTTPNotFound:
+        return respond(request, {"error": "not_found", "message": f"no route {request.method} {request.path}"},
+                       status=404)
+    except web.HTTPMethodNotAllowed as exc:
+        return respond(request, {"error": "method_not_allowed",
+                                 "message": f"{request.method} is not allowed on {request.path}; "
+                                            f"allowed: {', '.join(sorted(exc.allowed_methods))}"}, status=405)
+
+
+ROUTES: list[tuple[str, str, Handler]] = [
+    ("GET", "/v1/health", health),
+    ("GET", "/v1/cluster", cluster),
+    ("POST", "/v1/topics", create_topic),
+    ("GET", "/v1/topics", list_topics),
+    ("GET", "/v1/topics/{topic}", get_topic),
+    ("PUT", "/v1/topics/{topic}", update_topic),
+    ("POST", "/v1/topics/{topic}/messages", produce),
+    ("GET", "/v1/topics/{topic}/queues/{queue}/messages", pull),
+    ("GET", "/v1/messages", query_messages),
+    ("GET", "/v1/messages/{msg_id}", get_message),
+    ("GET", "/v1/groups/{group}/offsets", group_offsets),
+    ("POST", "/v1/groups/{group}/offsets", commit_offset),
+    ("GET", "/v1/groups/{group}/lag", group_lag),
+    ("GET", "/v1/openapi.json", openapi),
+]
+
+
+def make_app(broker: Broker) -> web.Application:
+    app = web.Application(middlewares=[errors_middleware], client_max_size=broker.limits.max_request_bytes)
+    app[BROKER] = broker
+    for method, path, handler in ROUTES:
+        app.router.add_route(method, path, handler)
+    return app

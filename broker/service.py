@@ -1,0 +1,488 @@
+"""The broker as a plain object: everything the HTTP API offers, with no HTTP in it.
+
+``Broker`` owns the dledger node and the applied ``BrokerState``. Writes
+(produce, topic changes, offset commits) are validated here, stamped by the
+leader (store time, queue choice, tag hashes) and proposed to the log; they
+return once the entry is committed on a majority and applied here. Reads
+serve applied (hence committed) data from the ConsumeQueue and the CommitLog,
+on any node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from broker import commands
+from broker.commands import CommitOffset, CreateTopic, Produce
+from broker.config import BrokerConfig
+from broker.errors import (
+    BadRequest,
+    InvalidArgument,
+    MessageNotFound,
+    MessageTooLarge,
+    BatchTooLarge,
+    NoLeader,
+    NotLeaderError,
+    OffsetOutOfRange,
+    OutcomeUnknown,
+    QueueNotFound,
+    TopicConflict,
+    TopicNotFound,
+    Unavailable,
+)
+from broker.message import Message, RecordError, decode_record, encode_records, parse_msg_id, sharding_queue, tag_hash
+from broker.statemachine import BrokerState
+from dledger import DLedger, LeadershipLost, NodeConfig, NotLeader, ProposalDropped
+from dledger.errors import NodeStopped
+
+log = logging.getLogger(__name__)
+
+TOPIC_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.%|")
+RECORD_PEEK_BYTES = 4096  # one read usually covers a whole record when looking one up by id
+
+
+@dataclass(slots=True)
+class OutMessage:
+    """What a producer sends: the body and its optional attributes."""
+
+    body: bytes
+    tags: str = ""
+    keys: tuple[str, ...] = ()
+    properties: dict[str, str] = field(default_factory=dict)
+    queue_id: int | None = None
+    sharding_key: str | None = None
+    born_ts_ms: int | None = None
+
+
+def validate_topic_name(name: Any) -> str:
+    if not isinstance(name, str) or not 1 <= len(name) <= 127 or not set(name) <= TOPIC_CHARS or name in (".", ".."):
+        raise InvalidArgument(f"invalid topic name {name!r}: 1-127 characters of letters, digits and -_.%|")
+    return name
+
+
+class _QueueWaiters:
+    """Long-poll wake-ups: one future per waiting pull, woken when its queue grows."""
+
+    def __init__(self) -> None:
+        self._waiting: dict[tuple[str, int], list[asyncio.Future[None]]] = {}
+
+    def on_messages(self, topic: str, queue_id: int, max_offset: int) -> None:
+        for fut in self._waiting.pop((topic, queue_id), ()):
+            if not fut.done():
+                fut.set_result(None)
+
+    async def wait(self, topic: str, queue_id: int, timeout_s: float) -> None:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault((topic, queue_id), []).append(fut)
+        try:
+            await asyncio.wait_for(fut, timeout_s)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            lst = self._waiting.get((topic, queue_id))
+            if lst is not None and fut in lst:
+                lst.remove(fut)
+
+
+class Broker:
+    def __init__(self, config: BrokerConfig) -> None:
+        self.config = config
+        self.limits = config.limits
+        self.state = BrokerState(config.data_dir, config.group, self._position_of)
+        applied = self.state.load_checkpoint()
+        self._waiters = _QueueWaiters()
+        self.state.listener = self._waiters
+        node_cfg = NodeConfig(
+            node_id=config.node_id,
+            group=config.group,
+            peers={m.id: m.raft_addr for m in config.members.values()},
+            data_dir=str(Path(config.data_dir) / "dledger"),
+            flush=config.flush,
+            segment_bytes=config.segment_bytes,
+            tick_ms=config.tick_ms,
+            heartbeat_ticks=config.heartbeat_ticks,
+            election_timeout_ticks=config.election_timeout_ticks,
+            preferred_leader=config.preferred_leader,
+        )
+        self.log = DLedger(node_cfg, self.state, applied_index=applied)
+        self._rr = itertools.count()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.started_at = time.time()
+
+    def _position_of(self, index: int) -> int:
+        return self.log.body_position(index)
+
+    async def start(self) -> None:
+        await self.log.start()
+        self._tasks.append(asyncio.create_task(self._checkpointer(), name="broker-checkpoint"))
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            try:
+                await t
+            except asyncio.CancelledError:
+                pass
+        await self.log.stop()
+        try:
+            self.state.checkpoint()
+        finally:
+            self.state.close()
+
+    async def _checkpointer(self) -> None:
+        period = self.config.checkpoint_interval_ms / 1000
+        while True:
+            await asyncio.sleep(period)
+            self.state.checkpoint()
+
+    # ------------------------------------------------------------------
+    # leadership
+    # ------------------------------------------------------------------
+    def leader_url(self) -> str | None:
+        lid = self.log.leader_id
+        return self.config.members[lid].http_url if lid in self.config.members else None
+
+    def _require_leader(self) -> None:
+        if self.log.failed is not None:
+            raise Unavailable(f"this node stopped after a storage failure: {self.log.failed!r}")
+        if not self.log.is_leader():
+            self._raise_not_leader(self.log.leader_id)
+
+    def _raise_not_leader(self, leader_id: str | None) -> None:
+        if leader_id is not None and leader_id != self.config.node_id and leader_id in self.config.members:
+            raise NotLeaderError(leader_id, self.config.members[leader_id].http_url)
+        raise NoLeader()
+
+    async def _propose(self, cmd: commands.Command) -> Any:
+        try:
+            _, result = await self.log.propose(commands.encode(cmd))
+            return result
+        except NotLeader as exc:
+            self._raise_not_leader(exc.leader_id)
+        except LeadershipLost as exc:
+            raise OutcomeUnknown(f"leadership changed while the write was in flight; it may or may not be stored ({exc})")
+        except ProposalDropped as exc:
+            raise Unavailable(f"the write was not stored, retry: {exc}")
+        except NodeStopped as exc:
+            raise Unavailable(f"this node is shutting down: {exc}")
+
+    # ------------------------------------------------------------------
+    # topics
+    # ------------------------------------------------------------------
+    def _topic_queues(self, topic: str) -> int:
+        n = self.state.topics.get(topic)
+        if n is None:
+            raise TopicNotFound(f"topic {topic!r} does not exist", topic=topic)
+        return n
+
+    async def create_topic(self, name: Any, queues: Any) -> dict[str, Any]:
+        name = validate_topic_name(name)
+        if not isinstance(queues, int) or isinstance(queues, bool) or not 1 <= queues <= self.limits.max_topic_queues:
+            raise InvalidArgument(f"queues must be an integer from 1 to {self.limits.max_topic_queues}")
+        current = self.state.topics.get(name)
+        if current == queues:
+            return self.describe_topic(name)
+        if current is not None:
+            raise TopicConflict(f"topic {name!r} exists with {current} queues; use PUT to change it",
+                                topic=name, queues=current)
+        self._require_leader()
+        await self._propose(CreateTopic(name, queues))
+        return self.describe_topic(name)
+
+    async def update_topic(self, name: str, queues: Any) -> dict[str, Any]:
+        current = self._topic_queues(name)
+        if not isinstance(queues, int) or isinstance(queues, bool) or not current <= queues <= self.limits.max_topic_queues:
+            raise InvalidArgument(f"queues can only grow: from {current} up to {self.limits.max_topic_queues}")
+        if queues != current:
+            self._require_leader()
+            await self._propose(commands.UpdateTopic(name, queues))
+        return self.describe_topic(name)
+
+    def list_topics(self) -> list[dict[str, Any]]:
+        return [{"name": t, "queues": n} for t, n in sorted(self.state.topics.items())]
+
+    def describe_topic(self, name: str) -> dict[str, Any]:
+        n = self._topic_queues(name)
+        qs = []
+        for q in range(n):
+            lo, hi = self.state.queue_range(name, q)
+            qs.append({"queue_id": q, "min_offset": lo, "max_offset": hi})
+        return {"name": name, "queues": n, "queue_offsets": qs}
+
+    # ------------------------------------------------------------------
+    # produce
+    # ------------------------------------------------------------------
+    def _check_queue(self, topic: str, queue_id: Any) -> int:
+        n = self._topic_queues(topic)
+        if not isinstance(queue_id, int) or isinstance(queue_id, bool):
+            raise InvalidArgument(f"queue id must be an integer, not {queue_id!r}")
+        if not 0 <= queue_id < n:
+            raise QueueNotFound(f"topic {topic!r} has queues 0..{n - 1}; there is no queue {queue_id}",
+                                topic=topic, queue_id=queue_id)
+        return queue_id
+
+    async def produce(self, topic: str, messages: list[OutMessage], producer_id: str | None = None,
+                      sequence: int | None = None) -> list[dict[str, Any]]:
+        n = self._topic_queues(topic)
+        if not messages:
+            raise InvalidArgument("messages must hold at least one message")
+        if len(messages) > self.limits.max_batch_messages:
+            raise BatchTooLarge(f"{len(messages)} messages in one request; the limit is {self.limits.max_batch_messages}")
+        if (producer_id is None) != (sequence is None):
+            raise InvalidArgument("producer_id and sequence go together")
+        for m in messages:
+            if len(m.body) > self.limits.max_message_bytes:
+                raise MessageTooLarge(f"a message body of {len(m.body)} bytes exceeds the limit of "
+                                      f"{self.limits.max_message_bytes}")
+            if m.queue_id is not None:
+                self._check_queue(topic, m.queue_id)
+        self._require_leader()
+        # Queue choice, stamped by the leader: explicit, by sharding key, or one
+        # round-robin queue for the whole request. Parts are numbered in queue
+        # order, so a retried request splits the same way (dedup key: id, seq, part).
+        by_queue: dict[int, list[int]] = {}
+        rr_queue: int | None = None
+        for i, m in enumerate(messages):
+            if m.queue_id is not None:
+                q = m.queue_id
+            elif m.sharding_key is not None:
+                q = sharding_queue(m.sharding_key, n)
+            else:
+                if rr_queue is None:
+                    rr_queue = next(self._rr) % n
+                q = rr_queue
+            by_queue.setdefault(q, []).append(i)
+        explicit = rr_queue is None
+        now = int(time.time() * 1000)
+        parts = sorted(by_queue.items()) if explicit else list(by_queue.items())
+        coros = []
+        for part, (q, idxs) in enumerate(parts):
+            if producer_id is not None and sequence is not None:
+                prior = self.state.dedup_lookup(producer_id, sequence, part)
+                if prior is not None:
+                    coros.append(_done(prior))
+                    continue
+            msgs = [
+                Message(topic=topic, queue_id=q, body=messages[i].body, tags=messages[i].tags,
+                        keys=messages[i].keys, properties=messages[i].properties,
+                        born_ts_ms=messages[i].born_ts_ms or now, store_ts_ms=now,
+                        producer_id=producer_id, sequence=sequence)
+                for i in idxs
+            ]
+            cmd = Produce(topic, q, now, producer_id, sequence, part, [tag_hash(m.tags) for m in msgs],
+                          [list(m.keys) for m in msgs], encode_records(msgs))
+            coros.append(self._propose(cmd))
+        results = await asyncio.gather(*coros, return_exceptions=True)
+        out: list[dict[str, Any] | None] = [None] * len(messages)
+        for (q, idxs), res in zip(parts, results):
+            if isinstance(res, BaseException):
+                raise res
+            if not res:
+                raise Unavailable("the topic or queue vanished while the write was in flight")
+            for i, (msg_id, queue_id, qoff) in zip(idxs, res):
+                out[i] = {"msg_id": msg_id, "queue_id": queue_id, "queue_offset": qoff}
+        return out  # type: ignore[return-value]
+
+    # ------------------------------------------------------------------
+    # consume
+    # ------------------------------------------------------------------
+    async def pull(self, topic: str, queue_id: int, offset: int, max_messages: int, wait_ms: int,
+                   tags: str | None) -> dict[str, Any]:
+        self._check_queue(topic, queue_id)
+        if offset < 0:
+            raise OffsetOutOfRange("offset must not be negative")
+        if not 1 <= max_messages <= self.limits.max_pull_messages:
+            raise InvalidArgument(f"max must be from 1 to {self.limits.max_pull_messages}")
+        if not 0 <= wait_ms <= self.limits.max_wait_ms:
+            raise InvalidArgument(f"wait_ms must be from 0 to {self.limits.max_wait_ms}")
+        want = None
+        if tags and tags != "*":
+            want = {tag_hash(t.strip()) for t in tags.split("||") if t.strip()}
+        deadline = time.monotonic() + wait_ms / 1000
+        cq = self.state.cq.queue(topic, queue_id)
+        lo, hi = cq.min_offset, cq.max_offset
+        if offset > hi:
+            raise OffsetOutOfRange(f"offset {offset} is beyond the end of the queue ({hi})", max_offset=hi)
+        while True:
+            start = max(offset, cq.min_offset)
+            out: list[dict[str, Any]] = []
+            next_offset = start
+            scanned = 0
+            while len(out) < max_messages and next_offset < cq.max_offset and scanned < 16 * max_messages:
+                batch = cq.read(next_offset, max_messages if want is None else max_messages * 4)
+                if not batch:
+                    break
+                for qoff, phys, size, th in batch:
+                    next_offset = qoff + 1
+                    scanned += 1
+                    if want is not None and th not in want:
+                        continue
+                    msg = decode_record(self.log.read_at(phys, size))
+                    if want is not None and msg.tags not in {t.strip() for t in tags.split("||")}:  # type: ignore[union-attr]
+                        continue  # a tag hash collision
+                    out.append(_message_view(self.config.group, phys, qoff, msg))
+                    if len(out) >= max_messages:
+                        break
+            remaining = deadline - time.monotonic()
+            if out or remaining <= 0 or next_offset < cq.max_offset:
+                return {"messages": out, "next_offset": next_offset, "max_offset": cq.max_offset,
+                        "min_offset": cq.min_offset}
+            offset = next_offset
+            await self._waiters.wait(topic, queue_id, remaining)
+
+    def get_message(self, msg_id: str) -> dict[str, Any]:
+        try:
+            group, phys = parse_msg_id(msg_id)
+        except ValueError as exc:
+            raise InvalidArgument(str(exc))
+        if group != self.config.group:
+            raise MessageNotFound(f"message {msg_id!r} belongs to broker group {group!r}, not {self.config.group!r}")
+        msg, size = self._read_record(phys, msg_id)
+        qoff = self._queue_offset_of(msg.topic, msg.queue_id, phys)
+        if qoff is None:
+            raise MessageNotFound(f"no message with id {msg_id!r}")
+        return _message_view(self.config.group, phys, qoff, msg)
+
+    def _read_record(self, phys: int, msg_id: str) -> tuple[Message, int]:
+        try:
+            head = self.log.read_at(phys, RECORD_PEEK_BYTES)
+            size = int.from_bytes(head[:4], "big")
+            raw = head[:size] if size <= len(head) else self.log.read_at(phys, size)
+            return decode_record(raw), size
+        except (RecordError, IndexError, ValueError, OSError) as exc:
+            raise MessageNotFound(f"no message with id {msg_id!r}") from exc
+
+    def _queue_offset_of(self, topic: str, queue_id: int, phys: int) -> int | None:
+        if topic not in self.state.topics or not 0 <= queue_id < self.state.topics[topic]:
+            return None
+        cq = self.state.cq.queue(topic, queue_id)
+        lo, hi = cq.min_offset, cq.max_offset - 1
+        while lo <= hi:  # physical offsets grow with queue offsets: binary search
+            mid = (lo + hi) // 2
+            entry = cq.read(mid, 1)
+            if not entry:
+                return None
+            p = entry[0][1]
+            if p == phys:
+                return mid
+            if p < phys:
+                lo = mid + 1
+            else:
+                hi = mid - 1
+        return None
+
+    def query_by_key(self, key: str, begin_ms: int, end_ms: int, max_results: int) -> list[dict[str, Any]]:
+        if not key:
+            raise InvalidArgument("key must not be empty")
+        out = []
+        for phys, size, _ts in self.state.index.query(key, begin_ms, end_ms, max_results * 2):
+            try:
+                msg = decode_record(self.log.read_at(phys, size))
+            except (RecordError, IndexError, OSError):
+                continue  # deleted by retention
+            if key not in msg.keys:
+                continue  # a hash collision
+            qoff = self._queue_offset_of(msg.topic, msg.queue_id, phys)
+            if qoff is not None:
+                out.append(_message_view(self.config.group, phys, qoff, msg))
+            if len(out) >= max_results:
+                break
+        return out
+
+    # ------------------------------------------------------------------
+    # consumer offsets
+    # ------------------------------------------------------------------
+    def group_offsets(self, group: str, topic: str) -> dict[str, Any]:
+        n = self._topic_queues(topic)
+        committed = self.state.offsets_of(group, topic)
+        return {"group": group, "topic": topic,
+                "offsets": [{"queue_id": q, "offset": committed.get(q)} for q in range(n)]}
+
+    async def commit_offset(self, group: str, topic: str, queue_id: int, offset: int) -> dict[str, Any]:
+        self._check_queue(topic, queue_id)
+        if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+            raise OffsetOutOfRange("offset must be a non-negative integer")
+        _, hi = self.state.queue_range(topic, queue_id)
+        if offset > hi:
+            raise OffsetOutOfRange(f"offset {offset} is beyond the end of queue {queue_id} ({hi})", max_offset=hi)
+        self._require_leader()
+        await self._propose(CommitOffset(group, topic, queue_id, offset))
+        return {"group": group, "topic": topic, "queue_id": queue_id, "offset": offset}
+
+    def group_lag(self, group: str, topic: str) -> dict[str, Any]:
+        n = self._topic_queues(topic)
+        committed = self.state.offsets_of(group, topic)
+        queues = []
+        total = 0
+        for q in range(n):
+            lo, hi = self.state.queue_range(topic, q)
+            c = committed.get(q)
+            lag = hi - (c if c is not None else lo)
+            total += lag
+            queues.append({"queue_id": q, "committed_offset": c, "max_offset": hi, "lag": lag})
+        return {"group": group, "topic": topic, "lag": total, "queues": queues}
+
+    # ------------------------------------------------------------------
+    # cluster
+    # ------------------------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        st = self.log.status()
+        role = st["role"]
+        return {
+            "node_id": self.config.node_id,
+            "group": self.config.group,
+            "role": "candidate" if role == "pre_candidate" else role,
+            "term": st["term"],
+            "leader_id": st["leader_id"],
+            "leader_url": self.leader_url(),
+            "commit_index": st["commit_index"],
+            "applied_index": st["applied_index"],
+            "healthy": self.log.failed is None,
+        }
+
+    def cluster(self) -> dict[str, Any]:
+        st = self.log.status()
+        peers = st.get("peers", {})
+        last = st["last_index"]
+        members = []
+        for m in self.config.members.values():
+            if m.id == self.config.node_id:
+                role, match = ("candidate" if st["role"] == "pre_candidate" else st["role"]), last
+            else:
+                role = "leader" if m.id == st["leader_id"] else "follower"
+                match = peers.get(m.id, {}).get("match_index") if peers else None
+            members.append({
+                "id": m.id, "http_url": m.http_url, "raft_addr": m.raft_addr, "role": role,
+                "match_index": match, "lag": (last - match) if (match is not None and peers) else None,
+            })
+        return {"group": self.config.group, "leader_id": st["leader_id"], "leader_url": self.leader_url(),
+                "term": st["term"], "members": members}
+
+
+async def _done(value: Any) -> Any:
+    return value
+
+
+def _message_view(group: str, phys: int, queue_offset: int, msg: Message) -> dict[str, Any]:
+    from broker.message import format_msg_id
+
+    return {
+        "queue_offset": queue_offset,
+        "msg_id": format_msg_id(group, phys),
+        "topic": msg.topic,
+        "queue_id": msg.queue_id,
+        "body": msg.body,
+        "tags": msg.tags,
+        "keys": list(msg.keys),
+        "properties": dict(msg.properties),
+        "born_ts": msg.born_ts_ms,
+        "store_ts": msg.store_ts_ms,
+    }
