@@ -67,6 +67,7 @@ class BrokerConfig:
     heartbeat_ticks: int = 2
     election_timeout_ticks: int = 12
     preferred_leader: str | None = None
+    consumer_session_timeout_ms: int = 6000  # a consumer silent this long leaves its group
     limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:

@@ -22,6 +22,7 @@ from typing import Any, Iterable, Mapping
 from broker import commands
 from broker.commands import CommitOffset, CreateTopic, Produce
 from broker.config import BrokerConfig
+from broker.consumer_groups import ConsumerGroups
 from broker.errors import (
     BadRequest,
     InvalidArgument,
@@ -113,6 +114,8 @@ class Broker:
         )
         self.log = DLedger(node_cfg, self.state, applied_index=applied)
         self._rr = itertools.count()
+        self.groups = ConsumerGroups(session_timeout_ms=config.consumer_session_timeout_ms)
+        self._groups_term: int | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.started_at = time.time()
 
@@ -429,6 +432,46 @@ class Broker:
             total += lag
             queues.append({"queue_id": q, "committed_offset": c, "max_offset": hi, "lag": lag})
         return {"group": group, "topic": topic, "lag": total, "queues": queues}
+
+    # ------------------------------------------------------------------
+    # consumer groups: leader-local membership and queue locks
+    # ------------------------------------------------------------------
+    def _leader_groups(self) -> tuple[ConsumerGroups, int]:
+        self._require_leader()
+        now = int(time.time() * 1000)
+        term = self.log.status()["term"]
+        if self._groups_term != term:
+            self._groups_term = term
+            self.groups.became_leader(now)
+        return self.groups, now
+
+    def heartbeat(self, group: str, topic: str, client_id: str) -> dict[str, Any]:
+        self._topic_queues(topic)
+        if not client_id:
+            raise InvalidArgument("client_id must not be empty")
+        groups, now = self._leader_groups()
+        return {"members": groups.heartbeat(group, topic, client_id, now),
+                "session_timeout_ms": groups.session_timeout_ms}
+
+    def members(self, group: str, topic: str) -> dict[str, Any]:
+        self._topic_queues(topic)
+        groups, now = self._leader_groups()
+        return {"group": group, "topic": topic, "members": groups.members(group, topic, now)}
+
+    def lock_queues(self, group: str, topic: str, client_id: str, queue_ids: list[Any], lease_ms: int) -> dict[str, Any]:
+        for q in queue_ids:
+            self._check_queue(topic, q)
+        if lease_ms < 1:
+            raise InvalidArgument("lease_ms must be positive")
+        groups, now = self._leader_groups()
+        locked = groups.lock(group, topic, client_id, queue_ids, lease_ms, now)
+        return {"locked": locked, "lease_ms": min(lease_ms, groups.max_lease_ms)}
+
+    def unlock_queues(self, group: str, topic: str, client_id: str, queue_ids: list[Any]) -> dict[str, Any]:
+        for q in queue_ids:
+            self._check_queue(topic, q)
+        groups, _ = self._leader_groups()
+        return {"unlocked": groups.unlock(group, topic, client_id, queue_ids)}
 
     # ------------------------------------------------------------------
     # cluster

@@ -267,6 +267,30 @@ async def group_lag(request: web.Request) -> web.Response:
     return respond(request, request.app[BROKER].group_lag(request.match_info["group"], _topic_query(request)))
 
 
+async def heartbeat(request: web.Request) -> web.Response:
+    body = await read_body(request)
+    return respond(request, request.app[BROKER].heartbeat(
+        request.match_info["group"], _field(body, "topic", str), _field(body, "client_id", str)))
+
+
+async def members(request: web.Request) -> web.Response:
+    return respond(request, request.app[BROKER].members(request.match_info["group"], _topic_query(request)))
+
+
+async def lock_queues(request: web.Request) -> web.Response:
+    body = await read_body(request)
+    return respond(request, request.app[BROKER].lock_queues(
+        request.match_info["group"], _field(body, "topic", str), _field(body, "client_id", str),
+        _field(body, "queue_ids", list), _field(body, "lease_ms", int, required=False) or 10_000))
+
+
+async def unlock_queues(request: web.Request) -> web.Response:
+    body = await read_body(request)
+    return respond(request, request.app[BROKER].unlock_queues(
+        request.match_info["group"], _field(body, "topic", str), _field(body, "client_id", str),
+        _field(body, "queue_ids", list)))
+
+
 async def openapi(request: web.Request) -> web.Response:
     return web.json_response(openapi_document())
 
@@ -313,6 +337,10 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("GET", "/v1/groups/{group}/offsets", group_offsets),
     ("POST", "/v1/groups/{group}/offsets", commit_offset),
     ("GET", "/v1/groups/{group}/lag", group_lag),
+    ("POST", "/v1/groups/{group}/heartbeat", heartbeat),
+    ("GET", "/v1/groups/{group}/members", members),
+    ("POST", "/v1/groups/{group}/locks", lock_queues),
+    ("POST", "/v1/groups/{group}/unlock", unlock_queues),
     ("GET", "/v1/openapi.json", openapi),
 ]
 

@@ -1,0 +1,282 @@
+"""A local broker group on 127.0.0.1: ``raftmq cluster up|down|status|restart-node``.
+
+``up`` writes one TOML file per node under a base directory, starts each node
+as its own process (``python -m broker --config ...``), waits until a leader
+is elected and prints the nodes' URLs. The group's layout and process ids are
+kept in ``<base>/cluster.json`` so that ``down``, ``status`` and
+``restart-node`` can find it. A node that dies is not restarted behind the
+user's back: failures stay visible.
+
+This module talks to brokers over HTTP only and starts them as programs; it
+imports nothing from ``broker``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+STATE_FILE = "cluster.json"
+
+
+class ClusterError(Exception):
+    """A one-line, user-facing reason why a cluster command failed."""
+
+
+@dataclass(slots=True)
+class NodeSpec:
+    id: str
+    http_url: str
+    raft_addr: str
+    data_dir: str
+    config_path: str
+    log_path: str
+    pid: int | None = None
+
+
+def _port_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _toml(node: NodeSpec, group: str, flush: str, nodes: list[NodeSpec], extra: dict[str, Any]) -> str:
+    lines = [f'node_id = "{node.id}"', f'group = "{group}"', f'data_dir = "{node.data_dir}"', f'flush = "{flush}"']
+    for k, v in extra.items():
+        lines.append(f"{k} = {json.dumps(v)}")
+    for n in nodes:
+        lines += ["", f"[members.{n.id}]", f'http_url = "{n.http_url}"', f'raft_addr = "{n.raft_addr}"']
+    return "\n".join(lines) + "\n"
+
+
+def plan(base_dir: Path, nodes: int, http_port_base: int | None, raft_port_base: int | None) -> list[NodeSpec]:
+    specs = []
+    for i in range(nodes):
+        nid = f"n{i + 1}"
+        hp = http_port_base + i if http_port_base else free_port()
+        rp = raft_port_base + i if raft_port_base else free_port()
+        for port in (hp, rp):
+            if not _port_free(port):
+                raise ClusterError(f"port {port} on 127.0.0.1 is in use; pick another --http-port-base")
+        d = base_dir / nid
+        specs.append(NodeSpec(nid, f"http://127.0.0.1:{hp}", f"127.0.0.1:{rp}", str(d / "data"),
+                              str(d / "node.toml"), str(d / "broker.log")))
+    return specs
+
+
+def _http_json(url: str, timeout_s: float = 1.0) -> dict[str, Any] | None:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as r:
+            return json.loads(r.read())
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+
+
+def _start(node: NodeSpec, detach: bool) -> subprocess.Popen[bytes]:
+    logf = open(node.log_path, "ab")
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", "broker", "--config", node.config_path],
+            stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=detach,
+        )
+    finally:
+        logf.close()
+
+
+def save_state(base_dir: Path, group: str, flush: str, nodes: list[NodeSpec]) -> None:
+    doc = {"group": group, "flush": flush, "nodes": [asdict(n) for n in nodes]}
+    tmp = base_dir / (STATE_FILE + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=2))
+    os.replace(tmp, base_dir / STATE_FILE)
+
+
+def load_state(base_dir: Path) -> tuple[str, str, list[NodeSpec]]:
+    path = base_dir / STATE_FILE
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ClusterError(f"no cluster found in {base_dir} (missing {STATE_FILE}); start one with 'raftmq cluster up'")
+    except ValueError as exc:
+        raise ClusterError(f"{path} is not valid JSON: {exc}")
+    return doc["group"], doc["flush"], [NodeSpec(**n) for n in doc["nodes"]]
+
+
+def wait_for_leader(nodes: list[NodeSpec], timeout_s: float, procs: dict[str, subprocess.Popen[bytes]] | None = None
+                    ) -> tuple[str, str]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for n in nodes:
+            if procs and procs[n.id].poll() is not None:
+                raise ClusterError(f"node {n.id} exited with code {procs[n.id].returncode}; see {n.log_path}")
+            h = _http_json(n.http_url + "/v1/health", 0.5)
+            if h and h.get("role") == "leader":
+                return n.id, n.http_url
+        time.sleep(0.1)
+    raise ClusterError(f"no leader elected within {timeout_s:.0f}s; see the logs under {Path(nodes[0].log_path).parent.parent}")
+
+
+def up(base_dir: Path, nodes: int, http_port_base: int | None, raft_port_base: int | None, flush: str,
+       group: str, detach: bool, extra: dict[str, Any] | None = None, echo=print) -> int:
+    if nodes < 1:
+        raise ClusterError("--nodes must be at least 1")
+    base_dir.mkdir(parents=True, exist_ok=True)
+    if (base_dir / STATE_FILE).exists():
+        _, _, old = load_state(base_dir)
+        if any(_alive(n.pid) for n in old):
+            raise ClusterError(f"a cluster is already running in {base_dir}; stop it with 'raftmq cluster down --base-dir {base_dir}'")
+        specs = old if len(old) == nodes else plan(base_dir, nodes, http_port_base, raft_port_base)
+    else:
+        specs = plan(base_dir, nodes, http_port_base, raft_port_base)
+    for n in specs:
+        Path(n.data_dir).mkdir(parents=True, exist_ok=True)
+        Path(n.config_path).write_text(_toml(n, group, flush, specs, extra or {}))
+    procs = {n.id: _start(n, detach) for n in specs}
+    for n in specs:
+        n.pid = procs[n.id].pid
+    save_state(base_dir, group, flush, specs)
+    try:
+        leader_id, leader_url = wait_for_leader(specs, 30, procs)
+    except BaseException:
+        _stop_procs(list(procs.values()))
+        raise
+    echo(f"RaftMQ group {group!r}: {nodes} nodes, flush={flush}, data under {base_dir}")
+    for n in specs:
+        mark = "  <- leader" if n.id == leader_id else ""
+        echo(f"  {n.id}  {n.http_url}  raft {n.raft_addr}{mark}")
+    if detach:
+        echo(f"detached; stop with: raftmq cluster down --base-dir {base_dir}")
+        return 0
+    echo("Ctrl-C stops the group.")
+    try:
+        reported: set[str] = set()
+        while True:
+            time.sleep(0.5)
+            for n in specs:
+                code = procs[n.id].poll()
+                if code is not None and n.id not in reported:
+                    reported.add(n.id)
+                    echo(f"node {n.id} exited with code {code} (not restarted; "
+                         f"'raftmq cluster restart-node {n.id} --base-dir {base_dir}' brings it back)")
+    except KeyboardInterrupt:
+        echo("stopping the group...")
+    finally:
+        _stop_procs(list(procs.values()))
+        for n in specs:
+            n.pid = None
+        save_state(base_dir, group, flush, specs)
+    return 0
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a recycled pid that is not ours does not count
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+        return b"broker" in cmd
+    except OSError:
+        return True
+
+
+def _stop_procs(procs: list[subprocess.Popen[bytes]], timeout_s: float = 10) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    for p in procs:
+        try:
+            p.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def _stop_pids(pids: list[int], timeout_s: float = 10) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+        time.sleep(0.1)
+    for pid in pids:
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def down(base_dir: Path, echo=print) -> int:
+    group, flush, specs = load_state(base_dir)
+    pids = [n.pid for n in specs if _alive(n.pid)]
+    _stop_pids([p for p in pids if p])
+    for n in specs:
+        n.pid = None
+    save_state(base_dir, group, flush, specs)
+    echo(f"stopped {len(pids)} node(s) of group {group!r}")
+    return 0
+
+
+def status(base_dir: Path) -> dict[str, Any]:
+    group, flush, specs = load_state(base_dir)
+    rows = []
+    cluster_view = None
+    for n in specs:
+        h = _http_json(n.http_url + "/v1/health")
+        if h and h.get("role") == "leader":
+            cluster_view = _http_json(n.http_url + "/v1/cluster")
+        rows.append({"id": n.id, "http_url": n.http_url, "pid": n.pid if _alive(n.pid) else None,
+                     "role": h.get("role") if h else "down", "term": h.get("term") if h else None,
+                     "commit_index": h.get("commit_index") if h else None,
+                     "applied_index": h.get("applied_index") if h else None, "lag": None})
+    if cluster_view:
+        lag = {m["id"]: m.get("lag") for m in cluster_view.get("members", [])}
+        for r in rows:
+            r["lag"] = lag.get(r["id"])
+    return {"group": group, "flush": flush, "nodes": rows}
+
+
+def restart_node(base_dir: Path, node_id: str, echo=print) -> int:
+    group, flush, specs = load_state(base_dir)
+    node = next((n for n in specs if n.id == node_id), None)
+    if node is None:
+        raise ClusterError(f"no node {node_id!r} in {base_dir}; nodes are {', '.join(n.id for n in specs)}")
+    if _alive(node.pid):
+        raise ClusterError(f"node {node_id} is running (pid {node.pid})")
+    proc = _start(node, detach=True)
+    node.pid = proc.pid
+    save_state(base_dir, group, flush, specs)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ClusterError(f"node {node_id} exited with code {proc.returncode}; see {node.log_path}")
+        if _http_json(node.http_url + "/v1/health", 0.5):
+            echo(f"node {node_id} is back at {node.http_url} (pid {proc.pid})")
+            return 0
+        time.sleep(0.1)
+    raise ClusterError(f"node {node_id} did not answer within 20s; see {node.log_path}")
