@@ -40,7 +40,7 @@ from broker.errors import (
 )
 from broker.message import Message, RecordError, decode_record, encode_records, parse_msg_id, sharding_queue, tag_hash
 from broker.statemachine import BrokerState
-from dledger import DLedger, LeadershipLost, NodeConfig, NotLeader, ProposalDropped
+from dledger import DLedger, LeadershipLost, NodeConfig, NotLeader, ProposalDropped, StateAheadOfLog
 from dledger.errors import NodeStopped
 
 log = logging.getLogger(__name__)
@@ -112,7 +112,15 @@ class Broker:
             election_timeout_ticks=config.election_timeout_ticks,
             preferred_leader=config.preferred_leader,
         )
-        self.log = DLedger(node_cfg, self.state, applied_index=applied)
+        try:
+            self.log = DLedger(node_cfg, self.state, applied_index=applied)
+        except StateAheadOfLog as exc:
+            # The log lost its tail (torn write, power loss with async flush) below
+            # our checkpoint: re-applying would dispatch those entries twice.
+            # Rebuild the state from the log (and the peers) instead.
+            log.warning("node=%s %s: rebuilding the broker state from the log", config.node_id, exc)
+            self.state.wipe()
+            self.log = DLedger(node_cfg, self.state, applied_index=0)
         self._rr = itertools.count()
         self.groups = ConsumerGroups(session_timeout_ms=config.consumer_session_timeout_ms)
         self._groups_term: int | None = None

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -51,6 +52,8 @@ class BrokerState:
         self._dir = Path(data_dir) / "broker"
         self._dir.mkdir(parents=True, exist_ok=True)
         self._position_of = position_of
+        self._data = Path(data_dir)
+        self._cq_entries_per_file = cq_entries_per_file
         self.cq = ConsumeQueueStore(Path(data_dir), entries_per_file=cq_entries_per_file)
         self.index = IndexStore(Path(data_dir) / "index")
         self.topics: dict[str, int] = {}
@@ -181,6 +184,19 @@ class BrokerState:
         self.index.truncate_to(doc["index_marker"])
         log.info("checkpoint loaded index=%d topics=%d", self.applied_index, len(self.topics))
         return self.applied_index
+
+    def wipe(self) -> None:
+        """Forget all applied state and its files: the log is re-applied from scratch."""
+        self.cq.close()
+        self.index.close()
+        for sub in ("consumequeue", "index"):
+            shutil.rmtree(self._data / sub, ignore_errors=True)
+        (self._dir / "checkpoint").unlink(missing_ok=True)
+        self.cq = ConsumeQueueStore(self._data, entries_per_file=self._cq_entries_per_file)
+        self.index = IndexStore(self._data / "index")
+        self.topics, self.offsets, self.dedup = {}, {}, OrderedDict()
+        self.applied_index = 0
+        self._dirty = False
 
     def snapshot(self) -> bytes:
         return msgpack.packb(self._state_doc(), use_bin_type=True)

@@ -9,6 +9,7 @@ from dledger.errors import (
     NodeStopped,
     NotLeader,
     ProposalDropped,
+    StateAheadOfLog,
     StorageFailure,
 )
 
@@ -21,6 +22,7 @@ __all__ = [
     "NodeStopped",
     "NotLeader",
     "ProposalDropped",
+    "StateAheadOfLog",
     "StorageFailure",
 ]
 

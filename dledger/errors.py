@@ -47,3 +47,15 @@ class CodecError(DLedgerError):
 
 class NodeStopped(DLedgerError):
     """The node is shutting down or has stopped."""
+
+
+class StateAheadOfLog(DLedgerError):
+    """The state machine says it applied ``applied_index`` but the log ends at
+    ``last_index`` (its tail was cut after a torn write or power loss). The
+    caller must rebuild its state from the log (or a snapshot) instead of
+    applying the missing entries a second time."""
+
+    def __init__(self, applied_index: int, last_index: int) -> None:
+        self.applied_index = applied_index
+        self.last_index = last_index
+        super().__init__(f"state machine applied up to {applied_index} but the log ends at {last_index}")

@@ -27,7 +27,7 @@ from typing import Any, Mapping, Protocol
 
 from dledger.core.messages import EntryKind, Message, NodeId, Snapshot, SnapshotMeta
 from dledger.core.raft import CoreConfig, RaftCore, Role
-from dledger.errors import LeadershipLost, NodeStopped, NotLeader, ProposalDropped, StorageFailure
+from dledger.errors import LeadershipLost, NodeStopped, NotLeader, ProposalDropped, StateAheadOfLog, StorageFailure
 from dledger.store.file_store import FileHardStateStore, FileLogStore, StoreConfig
 from dledger.transport import PeerTransport, TransportConfig
 
@@ -158,6 +158,10 @@ class DLedger:
         data.mkdir(parents=True, exist_ok=True)
         self._snapshot_path = data / "snapshot"
         self.store = FileLogStore(data, StoreConfig(segment_bytes=config.segment_bytes, flush=config.flush))
+        if applied_index > self.store.last_index():
+            last = self.store.last_index()
+            self.store.close()
+            raise StateAheadOfLog(applied_index, last)
         self._hs_store = FileHardStateStore(data)
         applied = applied_index
         snap = _read_snapshot_file(self._snapshot_path)
