@@ -161,7 +161,8 @@ class Broker:
         lid = self.log.leader_id
         return self.config.members[lid].http_url if lid in self.config.members else None
 
-    def _require_leader(self) -> None:
+    def require_leader(self) -> None:
+        """Writes are decided by the leader: followers redirect before looking at the request."""
         if self.log.failed is not None:
             raise Unavailable(f"this node stopped after a storage failure: {self.log.failed!r}")
         if not self.log.is_leader():
@@ -195,6 +196,7 @@ class Broker:
         return n
 
     async def create_topic(self, name: Any, queues: Any) -> dict[str, Any]:
+        self.require_leader()
         name = validate_topic_name(name)
         if not isinstance(queues, int) or isinstance(queues, bool) or not 1 <= queues <= self.limits.max_topic_queues:
             raise InvalidArgument(f"queues must be an integer from 1 to {self.limits.max_topic_queues}")
@@ -204,16 +206,17 @@ class Broker:
         if current is not None:
             raise TopicConflict(f"topic {name!r} exists with {current} queues; use PUT to change it",
                                 topic=name, queues=current)
-        self._require_leader()
+        self.require_leader()
         await self._propose(CreateTopic(name, queues))
         return self.describe_topic(name)
 
     async def update_topic(self, name: str, queues: Any) -> dict[str, Any]:
+        self.require_leader()
         current = self._topic_queues(name)
         if not isinstance(queues, int) or isinstance(queues, bool) or not current <= queues <= self.limits.max_topic_queues:
             raise InvalidArgument(f"queues can only grow: from {current} up to {self.limits.max_topic_queues}")
         if queues != current:
-            self._require_leader()
+            self.require_leader()
             await self._propose(commands.UpdateTopic(name, queues))
         return self.describe_topic(name)
 
@@ -242,6 +245,7 @@ class Broker:
 
     async def produce(self, topic: str, messages: list[OutMessage], producer_id: str | None = None,
                       sequence: int | None = None) -> list[dict[str, Any]]:
+        self.require_leader()
         n = self._topic_queues(topic)
         if not messages:
             raise InvalidArgument("messages must hold at least one message")
@@ -255,7 +259,7 @@ class Broker:
                                       f"{self.limits.max_message_bytes}")
             if m.queue_id is not None:
                 self._check_queue(topic, m.queue_id)
-        self._require_leader()
+        self.require_leader()
         # Queue choice, stamped by the leader: explicit, by sharding key, or one
         # round-robin queue for the whole request. Parts are numbered in queue
         # order, so a retried request splits the same way (dedup key: id, seq, part).
@@ -418,13 +422,14 @@ class Broker:
                 "offsets": [{"queue_id": q, "offset": committed.get(q)} for q in range(n)]}
 
     async def commit_offset(self, group: str, topic: str, queue_id: int, offset: int) -> dict[str, Any]:
+        self.require_leader()
         self._check_queue(topic, queue_id)
         if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
             raise OffsetOutOfRange("offset must be a non-negative integer")
         _, hi = self.state.queue_range(topic, queue_id)
         if offset > hi:
             raise OffsetOutOfRange(f"offset {offset} is beyond the end of queue {queue_id} ({hi})", max_offset=hi)
-        self._require_leader()
+        self.require_leader()
         await self._propose(CommitOffset(group, topic, queue_id, offset))
         return {"group": group, "topic": topic, "queue_id": queue_id, "offset": offset}
 
@@ -445,7 +450,7 @@ class Broker:
     # consumer groups: leader-local membership and queue locks
     # ------------------------------------------------------------------
     def _leader_groups(self) -> tuple[ConsumerGroups, int]:
-        self._require_leader()
+        self.require_leader()
         now = int(time.time() * 1000)
         term = self.log.status()["term"]
         if self._groups_term != term:
@@ -454,6 +459,7 @@ class Broker:
         return self.groups, now
 
     def heartbeat(self, group: str, topic: str, client_id: str) -> dict[str, Any]:
+        self.require_leader()
         self._topic_queues(topic)
         if not client_id:
             raise InvalidArgument("client_id must not be empty")
@@ -462,11 +468,13 @@ class Broker:
                 "session_timeout_ms": groups.session_timeout_ms}
 
     def members(self, group: str, topic: str) -> dict[str, Any]:
+        self.require_leader()
         self._topic_queues(topic)
         groups, now = self._leader_groups()
         return {"group": group, "topic": topic, "members": groups.members(group, topic, now)}
 
     def lock_queues(self, group: str, topic: str, client_id: str, queue_ids: list[Any], lease_ms: int) -> dict[str, Any]:
+        self.require_leader()
         for q in queue_ids:
             self._check_queue(topic, q)
         if lease_ms < 1:
@@ -476,6 +484,7 @@ class Broker:
         return {"locked": locked, "lease_ms": min(lease_ms, groups.max_lease_ms)}
 
     def unlock_queues(self, group: str, topic: str, client_id: str, queue_ids: list[Any]) -> dict[str, Any]:
+        self.require_leader()
         for q in queue_ids:
             self._check_queue(topic, q)
         groups, _ = self._leader_groups()

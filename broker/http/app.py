@@ -80,7 +80,7 @@ async def read_body(request: web.Request) -> dict[str, Any]:
     try:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge as exc:
-        raise RequestTooLarge(f"request body over the limit of {exc.max_size} bytes") from None
+        raise RequestTooLarge(f"{exc.text} (max_request_bytes)") from None
     if ctype == MSGPACK:
         try:
             obj = msgpack.unpackb(raw, raw=False, strict_map_key=True)
@@ -184,6 +184,7 @@ async def cluster(request: web.Request) -> web.Response:
 
 
 async def create_topic(request: web.Request) -> web.Response:
+    request.app[BROKER].require_leader()
     body = await read_body(request)
     queues = body.get("queues", 4)
     return respond(request, await request.app[BROKER].create_topic(body.get("name"), queues))
@@ -198,6 +199,7 @@ async def get_topic(request: web.Request) -> web.Response:
 
 
 async def update_topic(request: web.Request) -> web.Response:
+    request.app[BROKER].require_leader()
     body = await read_body(request)
     return respond(request, await request.app[BROKER].update_topic(request.match_info["topic"], body.get("queues")))
 
@@ -205,6 +207,7 @@ async def update_topic(request: web.Request) -> web.Response:
 async def produce(request: web.Request) -> web.Response:
     broker = request.app[BROKER]
     topic = request.match_info["topic"]
+    broker.require_leader()  # followers redirect before looking at the body
     broker.describe_topic(topic)  # 404 before parsing a large body
     body = await read_body(request)
     msgs = _field(body, "messages", list)
@@ -256,6 +259,7 @@ async def group_offsets(request: web.Request) -> web.Response:
 
 
 async def commit_offset(request: web.Request) -> web.Response:
+    request.app[BROKER].require_leader()
     body = await read_body(request)
     res = await request.app[BROKER].commit_offset(
         request.match_info["group"], _field(body, "topic", str), _field(body, "queue_id", int), _field(body, "offset", int)
@@ -268,6 +272,7 @@ async def group_lag(request: web.Request) -> web.Response:
 
 
 async def heartbeat(request: web.Request) -> web.Response:
+    request.app[BROKER].require_leader()
     body = await read_body(request)
     return respond(request, request.app[BROKER].heartbeat(
         request.match_info["group"], _field(body, "topic", str), _field(body, "client_id", str)))
@@ -278,6 +283,7 @@ async def members(request: web.Request) -> web.Response:
 
 
 async def lock_queues(request: web.Request) -> web.Response:
+    request.app[BROKER].require_leader()
     body = await read_body(request)
     return respond(request, request.app[BROKER].lock_queues(
         request.match_info["group"], _field(body, "topic", str), _field(body, "client_id", str),
@@ -285,6 +291,7 @@ async def lock_queues(request: web.Request) -> web.Response:
 
 
 async def unlock_queues(request: web.Request) -> web.Response:
+    request.app[BROKER].require_leader()
     body = await read_body(request)
     return respond(request, request.app[BROKER].unlock_queues(
         request.match_info["group"], _field(body, "topic", str), _field(body, "client_id", str),
