@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Mapping, Protocol
 
 from dledger.core.messages import EntryKind, Message, NodeId, Snapshot, SnapshotMeta
+from dledger.core.progress import ProgressState
 from dledger.core.raft import CoreConfig, RaftCore, Role
 from dledger.errors import LeadershipLost, NodeStopped, NotLeader, ProposalDropped, StateAheadOfLog, StorageFailure
 from dledger.store.file_store import FileHardStateStore, FileLogStore, StoreConfig
@@ -263,7 +264,8 @@ class DLedger:
         if self.core.role is Role.LEADER:
             last = self.core.last_index
             st["peers"] = {
-                p: {"match_index": pr["match_index"], "lag": last - int(pr["match_index"])}  # type: ignore[call-overload]
+                p: {"match_index": pr["match_index"], "lag": last - int(pr["match_index"]),  # type: ignore[call-overload]
+                    "state": pr["state"], "next_index": pr["next_index"], "inflight": pr["inflight"]}
                 for p, pr in st.pop("progress").items()  # type: ignore[union-attr]
             }
         return st
@@ -311,7 +313,22 @@ class DLedger:
         self._wake.set()
 
     def _on_peer_down(self, peer: str) -> None:
-        if peer == self.core.leader_id:
+        core = self.core
+        if core.role is Role.LEADER:
+            # Whatever was in flight to that peer went down with the connection
+            # (the transport also drops what it queues while the peer is
+            # unreachable). Replicating optimistically from next_index would
+            # leave a restarted follower stuck at its match index until new
+            # entries arrive, so probe from match_index + 1 again (etcd/raft's
+            # ReportUnreachable does the same).
+            pr = core.progress.get(NodeId(peer))
+            if pr is not None and pr.state is ProgressState.REPLICATE:
+                log.info("node=%s term=%d follower=%s connection closed: probing from match_index=%d",
+                         self.config.node_id, core.term, peer, pr.match_index)
+                pr.become_probe()
+                self._wake.set()
+            return
+        if peer == core.leader_id:
             log.info("node=%s term=%d leader=%s connection closed: electing soon", self.config.node_id,
                      self.core.term, peer)
             self.core.leader_unreachable()

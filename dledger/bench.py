@@ -1,0 +1,411 @@
+"""The log benchmark: a 3-process group on loopback, 1 KiB proposals.
+
+    python -m dledger.bench [--flush async,sync] [--duration 5] [--outstanding 1000]
+                            [--baseline pysyncobj] [--json]
+    raftmq bench log ...      (the same, through the command line)
+
+For each engine and flush policy it starts three node processes
+(``dledger.kvnode``, or ``dledger.bench_pysyncobj`` for the baseline) in a
+temporary directory, waits for a leader, and measures on the leader:
+
+- *throughput*: ``--outstanding`` proposals kept in flight over
+  ``--connections`` client connections (a reply immediately sends the next
+  proposal), counted over ``--duration`` seconds after ``--warmup`` seconds;
+- *latency*: one proposal at a time, ``--samples`` of them; p50, p99, mean.
+
+It prints a table, or with ``--json`` one JSON object per (engine, flush)
+line with ``engine``, ``flush``, ``proposals_per_s``, ``p50_ms``, ``p99_ms``
+and more (CPU use of each node during the throughput run, errors seen).
+Every process it started is stopped at the end, also on error or Ctrl-C.
+It asserts nothing about speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from dledger.kvnode import KvClient
+
+log = logging.getLogger(__name__)
+
+ENGINES = ("dledger", "pysyncobj")
+
+
+@dataclass(slots=True, frozen=True)
+class BenchConfig:
+    """What to measure. Times in seconds, sizes in bytes."""
+
+    flushes: tuple[str, ...] = ("async", "sync")
+    duration_s: float = 5.0
+    warmup_s: float = 1.0
+    outstanding: int = 1000
+    connections: int = 4
+    latency_samples: int = 2000
+    latency_max_s: float = 20.0  # stop sampling latency after this long (pysyncobj's default batching is slow)
+    payload_bytes: int = 1024
+    baseline: str | None = None
+    base_dir: str | None = None
+    profile: bool = False  # dledger nodes write cProfile stats into their data dirs
+
+    def __post_init__(self) -> None:
+        for f in self.flushes:
+            if f not in ("async", "sync"):
+                raise ValueError(f"flushes: {f!r} is not async or sync")
+        if self.duration_s <= 0 or self.warmup_s < 0:
+            raise ValueError("duration_s must be > 0 and warmup_s >= 0")
+        if self.outstanding < 1 or self.connections < 1:
+            raise ValueError("outstanding and connections must be at least 1")
+        if self.latency_samples < 0:
+            raise ValueError("latency_samples must be >= 0")
+        if self.baseline not in (None, "pysyncobj"):
+            raise ValueError(f"baseline: only 'pysyncobj' is known, not {self.baseline!r}")
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct ports free on 127.0.0.1 right now (bound to port 0, then released)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+class LocalGroup:
+    """Three node processes of one engine on 127.0.0.1, in ``base_dir``."""
+
+    def __init__(self, engine: str, flush: str, base_dir: Path, profile: bool = False, size: int = 3,
+                 variant: str = "") -> None:
+        self.engine = engine
+        self.variant = variant
+        self.flush = flush
+        self.base_dir = base_dir
+        self.profile = profile
+        ports = free_ports(2 * size)
+        self.ids = [f"n{i + 1}" for i in range(size)]
+        self.raft_addr = {nid: f"127.0.0.1:{ports[i]}" for i, nid in enumerate(self.ids)}
+        self.client_addr = {nid: f"127.0.0.1:{ports[size + i]}" for i, nid in enumerate(self.ids)}
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def command(self, nid: str) -> list[str]:
+        data = self.base_dir / nid
+        if self.engine == "pysyncobj":
+            others = ",".join(a for p, a in self.raft_addr.items() if p != nid)
+            return [sys.executable, "-m", "dledger.bench_pysyncobj", "--self", self.raft_addr[nid],
+                    "--partners", others, "--client-addr", self.client_addr[nid], "--data-dir", str(data),
+                    *(["--no-batch"] if self.variant == "nobatch" else [])]
+        cmd = [sys.executable, "-m", "dledger.kvnode", "--id", nid, "--group", "bench",
+               "--peers", ",".join(f"{p}={a}" for p, a in self.raft_addr.items()),
+               "--client-addr", self.client_addr[nid], "--data-dir", str(data),
+               "--flush", self.flush, "--log-level", "WARNING"]
+        if self.profile:
+            cmd += ["--profile", str(self.base_dir / f"{nid}.pstats")]
+        return cmd
+
+    def start(self) -> None:
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        for nid in self.ids:
+            with open(self.base_dir / f"{nid}.log", "ab") as err:
+                self.procs[nid] = subprocess.Popen(self.command(nid), stdout=subprocess.DEVNULL, stderr=err,
+                                                   stdin=subprocess.DEVNULL)
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """SIGTERM every process, SIGKILL those still running after ``timeout_s``."""
+        for p in self.procs.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        for p in self.procs.values():
+            try:
+                p.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+    def check_alive(self) -> None:
+        for nid, p in self.procs.items():
+            if p.poll() is not None:
+                tail = (self.base_dir / f"{nid}.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"{self.engine} node {nid} exited with {p.returncode}:\n{tail}")
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """User + system CPU time of each node process so far (Linux /proc)."""
+        out = {}
+        tick = os.sysconf("SC_CLK_TCK")
+        for nid, p in self.procs.items():
+            try:
+                fields = Path(f"/proc/{p.pid}/stat").read_text().rsplit(")", 1)[1].split()
+                out[nid] = (int(fields[11]) + int(fields[12])) / tick
+            except (OSError, IndexError, ValueError):
+                out[nid] = float("nan")
+        return out
+
+    async def wait_leader(self, timeout_s: float = 30.0) -> str:
+        """The id of the node that is leader and accepts a proposal."""
+        deadline = time.monotonic() + timeout_s
+        last_err: Exception | None = None
+        while time.monotonic() < deadline:
+            self.check_alive()
+            for nid in self.ids:
+                try:
+                    async with KvClient(self.client_addr[nid]) as c:
+                        st = await asyncio.wait_for(c.status(), 2.0)
+                        if st.get("role") == "leader":
+                            kind, value = await asyncio.wait_for(c.propose(b"\x00warmup"), 5.0)
+                            if kind == "ok":
+                                return nid
+                            last_err = RuntimeError(f"warm-up proposal on {nid}: {kind} {value}")
+                except (OSError, asyncio.TimeoutError) as exc:
+                    last_err = exc
+            await asyncio.sleep(0.1)
+        raise TimeoutError(f"no {self.engine} leader within {timeout_s} s (last error: {last_err!r})")
+
+
+async def measure_throughput(addr: str, cfg: BenchConfig, payload: bytes) -> dict[str, Any]:
+    """Keep ``cfg.outstanding`` proposals in flight; count the acks in the window."""
+    clients = [await KvClient(addr).connect() for _ in range(cfg.connections)]
+    counts = {"ok": 0, "other": 0}
+    state = {"running": True}
+    other_kinds: dict[str, int] = {}
+
+    def make_callback(client: KvClient) -> Any:
+        request = ["propose", payload]
+
+        def on_reply(kind: str, value: Any) -> None:
+            if kind == "ok":
+                counts["ok"] += 1
+            else:
+                counts["other"] += 1
+                other_kinds[kind] = other_kinds.get(kind, 0) + 1
+                if kind == "connection_lost":
+                    return
+            if state["running"]:
+                client.send(request, on_reply)
+
+        return on_reply
+
+    try:
+        for i in range(cfg.outstanding):
+            c = clients[i % len(clients)]
+            c.send(["propose", payload], make_callback(c))
+        await asyncio.sleep(cfg.warmup_s)
+        ok0, t0 = counts["ok"], time.perf_counter()
+        await asyncio.sleep(cfg.duration_s)
+        ok1, t1 = counts["ok"], time.perf_counter()
+        state["running"] = False
+        deadline = time.monotonic() + 30
+        while any(c.in_flight for c in clients) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+    finally:
+        for c in clients:
+            await c.close()
+    return {
+        "proposals_per_s": round((ok1 - ok0) / (t1 - t0), 1),
+        "acked_in_window": ok1 - ok0,
+        "window_s": round(t1 - t0, 3),
+        "errors": dict(other_kinds),
+    }
+
+
+async def measure_latency(addr: str, cfg: BenchConfig, payload: bytes) -> dict[str, Any]:
+    """One proposal at a time; percentiles of the round trip seen by the client."""
+    samples: list[float] = []
+    errors: dict[str, int] = {}
+    async with KvClient(addr) as c:
+        for _ in range(min(100, cfg.latency_samples)):  # warm-up
+            await c.propose(payload)
+        stop_at = time.monotonic() + cfg.latency_max_s
+        for _ in range(cfg.latency_samples):
+            if time.monotonic() > stop_at:
+                break
+            t = time.perf_counter()
+            kind, _ = await c.propose(payload)
+            dt = time.perf_counter() - t
+            if kind == "ok":
+                samples.append(dt)
+            else:
+                errors[kind] = errors.get(kind, 0) + 1
+    if not samples:
+        return {"p50_ms": None, "p99_ms": None, "mean_ms": None, "latency_samples": 0, "latency_errors": errors}
+    samples.sort()
+
+    def pct(q: float) -> float:
+        return round(samples[min(len(samples) - 1, int(q * len(samples)))] * 1000, 3)
+
+    return {
+        "p50_ms": pct(0.50),
+        "p99_ms": pct(0.99),
+        "max_ms": round(samples[-1] * 1000, 3),
+        "mean_ms": round(sum(samples) / len(samples) * 1000, 3),
+        "latency_samples": len(samples),
+        "latency_errors": errors,
+    }
+
+
+async def bench_one(engine: str, flush: str, variant: str, cfg: BenchConfig, base_dir: Path) -> dict[str, Any]:
+    group = LocalGroup(engine, flush, base_dir / f"{engine}-{flush}{variant}", variant=variant,
+                       profile=cfg.profile and engine == "dledger")
+    payload = b"\x01" + os.urandom(cfg.payload_bytes - 1)  # raw bytes: counted, not decoded, by the node
+    try:
+        group.start()
+        leader = await group.wait_leader()
+        addr = group.client_addr[leader]
+        cpu0, w0, own0 = group.cpu_seconds(), time.monotonic(), time.process_time()
+        thr = await measure_throughput(addr, cfg, payload)
+        cpu1, w1, own1 = group.cpu_seconds(), time.monotonic(), time.process_time()
+        lat = await measure_latency(addr, cfg, payload)
+        group.check_alive()
+        cpu = {("leader" if nid == leader else nid): round(100 * (cpu1[nid] - cpu0[nid]) / (w1 - w0), 1)
+               for nid in group.ids}
+        cpu["client"] = round(100 * (own1 - own0) / (w1 - w0), 1)
+        result: dict[str, Any] = {"engine": engine, "flush": flush, "variant": variant or "default", **thr, **lat, "cpu_pct": cpu,
+                                  "outstanding": cfg.outstanding, "connections": cfg.connections,
+                                  "payload_bytes": cfg.payload_bytes}
+        if engine == "pysyncobj":
+            result["config"] = ("appendEntriesUseBatch=False" if variant == "nobatch"
+                                else "default SyncObjConf (appendEntriesUseBatch=True, appendEntriesPeriod=0.1 s)")
+            result["note"] = "journalFile is an mmap'ed file, never fsync'ed: pysyncobj has no sync option"
+        return result
+    finally:
+        group.stop()
+
+
+def runs(cfg: BenchConfig) -> list[tuple[str, str, str]]:
+    """(engine, flush, variant) to measure. pysyncobj has one flush policy
+    (written to the OS, no fsync); it runs with its defaults and with
+    ``appendEntriesUseBatch=False``, which trades throughput for latency."""
+    out = [("dledger", f, "") for f in cfg.flushes]
+    if cfg.baseline == "pysyncobj":
+        out += [("pysyncobj", "async", ""), ("pysyncobj", "async", "nobatch")]
+    return out
+
+
+async def run_bench(cfg: BenchConfig, emit: Any = None) -> list[dict[str, Any]]:
+    """Run every measurement; ``emit(result)`` is called as each one finishes."""
+    tmp = Path(tempfile.mkdtemp(prefix="dledger-bench-", dir=cfg.base_dir))
+    results = []
+    try:
+        for engine, flush, variant in runs(cfg):
+            log.info("benchmarking %s flush=%s %s", engine, flush, variant)
+            r = await bench_one(engine, flush, variant, cfg, tmp)
+            results.append(r)
+            if emit is not None:
+                emit(r)
+    finally:
+        if cfg.profile:
+            print(f"profiles kept in {tmp}", file=sys.stderr)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return results
+
+
+def format_table(results: Sequence[dict[str, Any]]) -> str:
+    head = ("engine", "flush", "proposals/s", "p50 ms", "p99 ms", "mean ms", "cpu% leader/followers/client",
+            "errors")
+    rows = [head]
+    for r in results:
+        cpu = r.get("cpu_pct", {})
+        followers = "/".join(f"{v:.0f}" for k, v in cpu.items() if k not in ("leader", "client"))
+        name = r["engine"] if r.get("variant", "default") == "default" else f"{r['engine']} ({r['variant']})"
+        rows.append((
+            name, r["flush"], f"{r['proposals_per_s']:,.0f}",
+            _fmt(r.get("p50_ms")), _fmt(r.get("p99_ms")), _fmt(r.get("mean_ms")),
+            f"{cpu.get('leader', float('nan')):.0f}/{followers}/{cpu.get('client', float('nan')):.0f}",
+            str(sum(r.get("errors", {}).values()) + sum(r.get("latency_errors", {}).values())),
+        ))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+    lines = ["  ".join(c.rjust(w) if i >= 2 else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths)))
+             for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _fmt(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3f}"
+
+
+def build_arg_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m dledger.bench", description=__doc__.split("\n\n")[0])
+    add_arguments(p)
+    return p
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--flush", default="async,sync", help="comma-separated flush policies (default async,sync)")
+    p.add_argument("--duration", type=float, default=5.0, help="throughput window in seconds (default 5)")
+    p.add_argument("--warmup", type=float, default=1.0, help="seconds of load before the window (default 1)")
+    p.add_argument("--outstanding", type=int, default=1000, help="proposals in flight (default 1000)")
+    p.add_argument("--connections", type=int, default=4, help="client connections for the throughput run")
+    p.add_argument("--samples", type=int, default=2000, help="single-proposal latency samples (default 2000)")
+    p.add_argument("--payload-bytes", type=int, default=1024)
+    p.add_argument("--baseline", choices=("pysyncobj",), default=None, help="also measure this engine")
+    p.add_argument("--json", action="store_true", help="one JSON object per line per measurement")
+    p.add_argument("--profile", action="store_true", help="cProfile the dledger nodes; keep the stats")
+    p.add_argument("--base-dir", default=None, help="where the temporary data dirs go")
+
+
+def config_from_args(args: argparse.Namespace) -> BenchConfig:
+    return BenchConfig(
+        flushes=tuple(f.strip() for f in args.flush.split(",") if f.strip()),
+        duration_s=args.duration,
+        warmup_s=args.warmup,
+        outstanding=args.outstanding,
+        connections=args.connections,
+        latency_samples=args.samples,
+        payload_bytes=args.payload_bytes,
+        baseline=args.baseline,
+        base_dir=args.base_dir,
+        profile=args.profile,
+    )
+
+
+def run_cli(cfg: BenchConfig, as_json: bool) -> int:
+    """Run and print; the entry point shared by ``python -m`` and ``raftmq bench log``."""
+    def emit(r: dict[str, Any]) -> None:
+        if as_json:
+            print(json.dumps(r), flush=True)
+        else:
+            print(f"{r['engine']} flush={r['flush']}: {r['proposals_per_s']:,.0f} proposals/s, "
+                  f"p50 {_fmt(r.get('p50_ms'))} ms, p99 {_fmt(r.get('p99_ms'))} ms", file=sys.stderr, flush=True)
+
+    try:
+        results = asyncio.run(run_bench(cfg, emit))
+    except KeyboardInterrupt:
+        print("interrupted; every node process was stopped", file=sys.stderr)
+        return 130
+    if not as_json:
+        print(format_table(results))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_arg_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")
+    try:
+        cfg = config_from_args(args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return run_cli(cfg, args.json)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

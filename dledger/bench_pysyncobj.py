@@ -1,0 +1,205 @@
+"""The benchmark's baseline node: one pysyncobj (0.3.17) process replicating the
+same payloads as ``dledger.kvnode``, behind the same client protocol, so that
+``dledger.bench`` drives both engines with the same client.
+
+    python -m dledger.bench_pysyncobj --self 127.0.0.1:7001 \\
+        --partners 127.0.0.1:7002,127.0.0.1:7003 --client-addr 127.0.0.1:8001 --data-dir DIR
+
+The replicated object has one ``@replicated`` method, ``append(data)``, that
+counts the payload and chains its CRC32 (like ``KvStateMachine`` for raw
+payloads). The Raft log is kept in a pysyncobj journal file (``journalFile``:
+an mmap'ed file, written to the OS but never fsync'ed: the equivalent of
+dledger's ``async`` flush; pysyncobj has no fsync option).
+
+The client listener speaks ``dledger.kvnode``'s frames (4-byte big-endian
+length + msgpack) and answers ``propose``, ``status`` and ``state``. It runs in
+threads next to pysyncobj's own: one reader thread per connection calls
+``append(payload, callback=...)``; pysyncobj calls the callback from its tick
+thread once the entry is committed and applied, and a writer thread per
+connection sends the gathered replies in one write.
+
+This module is only ever run as a separate process by the benchmark; it is
+the one place under ``dledger/`` that imports pysyncobj (the ``bench`` extra),
+and it does so inside ``main``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import zlib
+from typing import Any
+
+import msgpack
+
+from dledger.kvnode import FrameReader, encode_frame
+
+log = logging.getLogger(__name__)
+
+
+class _Connection:
+    """One client connection: a reader thread and a writer thread."""
+
+    def __init__(self, sock: socket.socket, obj: Any, fail_reason: Any) -> None:
+        self._sock = sock
+        self._obj = obj
+        self._fail = fail_reason
+        self._out: list[bytes] = []
+        self._cond = threading.Condition()
+        self._closed = False
+        threading.Thread(target=self._read_loop, daemon=True).start()
+        threading.Thread(target=self._write_loop, daemon=True).start()
+
+    def _reply(self, frame: bytes) -> None:
+        with self._cond:
+            self._out.append(frame)
+            self._cond.notify()
+
+    def _write_loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._out and not self._closed:
+                    self._cond.wait()
+                if self._closed:
+                    return
+                out, self._out = self._out, []
+            try:
+                self._sock.sendall(b"".join(out))
+            except OSError:
+                self._close()
+                return
+
+    def _close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        try:
+            self._sock.close()
+        except OSError:
+            pass
+
+    def _read_loop(self) -> None:
+        reader = FrameReader()
+        try:
+            while True:
+                data = self._sock.recv(1 << 16)
+                if not data:
+                    break
+                for body in reader.feed(data):
+                    self._handle(msgpack.unpackb(body, raw=False))
+        except (OSError, ValueError) as exc:
+            log.info("client connection closed: %r", exc)
+        finally:
+            self._close()
+
+    def _handle(self, req: list[Any]) -> None:
+        rid, op = req[0], req[1]
+        obj = self._obj
+        if op == "propose":
+            fail = self._fail
+
+            def done(result: Any, err: Any, rid: Any = rid) -> None:
+                if err == fail.SUCCESS:
+                    self._reply(encode_frame([rid, "ok", result]))
+                elif err in (fail.NOT_LEADER, fail.MISSING_LEADER):
+                    self._reply(encode_frame([rid, "not_leader", None]))
+                elif err in (fail.LEADER_CHANGED, fail.UNKNOWN_OUTCOME):
+                    self._reply(encode_frame([rid, "lost", f"pysyncobj fail reason {err}"]))
+                else:
+                    self._reply(encode_frame([rid, "dropped", f"pysyncobj fail reason {err}"]))
+
+            obj.append(req[2], callback=done)
+        elif op == "status":
+            st = obj.getStatus()
+            leader = st.get("leader")
+            self_node = st.get("self")
+            role = {0: "follower", 1: "candidate", 2: "leader"}.get(st.get("state"), str(st.get("state")))
+            self._reply(encode_frame([rid, "ok", {
+                "node_id": str(self_node),
+                "role": role,
+                "leader_id": str(leader) if leader is not None else None,
+                "term": st.get("raft_term"),
+                "commit_index": st.get("commit_idx"),
+                "applied_index": st.get("last_applied"),
+                "has_quorum": bool(st.get("has_quorum")),
+            }]))
+        elif op == "state":
+            self._reply(encode_frame([rid, "ok", {"applied": obj.count, "last_index": obj.raftLastApplied,
+                                                   "digest": obj.crc}]))
+        else:
+            self._reply(encode_frame([rid, "bad_request", f"unknown operation {op!r}"]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
+
+    p = argparse.ArgumentParser(prog="python -m dledger.bench_pysyncobj")
+    p.add_argument("--self", dest="self_addr", required=True, help="this node's Raft address host:port")
+    p.add_argument("--partners", required=True, help="the other nodes' Raft addresses, comma-separated")
+    p.add_argument("--client-addr", required=True)
+    p.add_argument("--data-dir", required=True)
+    p.add_argument("--no-batch", action="store_true",
+                   help="appendEntriesUseBatch=False: send each command at once instead of every appendEntriesPeriod")
+    p.add_argument("--log-level", default="WARNING")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=getattr(logging, args.log_level.upper(), logging.WARNING), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+    class LogObj(SyncObj):  # type: ignore[misc]
+        def __init__(self, self_addr: str, partners: list[str], conf: Any) -> None:
+            self.count = 0
+            self.crc = 0
+            super().__init__(self_addr, partners, conf)
+
+        @replicated  # type: ignore[misc]
+        def append(self, data: bytes) -> int:
+            self.count += 1
+            self.crc = zlib.crc32(data, self.crc)
+            return self.count
+
+    os.makedirs(args.data_dir, exist_ok=True)
+    conf = SyncObjConf(
+        journalFile=os.path.join(args.data_dir, "journal"),
+        fullDumpFile=os.path.join(args.data_dir, "dump"),
+        appendEntriesUseBatch=not args.no_batch,
+    )
+    obj = LogObj(args.self_addr, [a for a in args.partners.split(",") if a], conf)
+
+    host, _, port = args.client_addr.rpartition(":")
+    listener = socket.create_server((host, int(port)), reuse_port=False)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stop.set()
+        try:
+            listener.close()
+        except OSError:
+            pass
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    def accept_loop() -> None:
+        while not stop.is_set():
+            try:
+                sock, _ = listener.accept()
+            except OSError:
+                return
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            _Connection(sock, obj, FAIL_REASON)
+
+    threading.Thread(target=accept_loop, daemon=True).start()
+    log.info("pysyncobj node %s client listener on %s", args.self_addr, args.client_addr)
+    while not stop.wait(0.5):
+        pass
+    obj.destroy()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
