@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any, Mapping, Protocol
 
 from dledger.core.messages import EntryKind, Message, NodeId, Snapshot, SnapshotMeta
-from dledger.core.progress import ProgressState
 from dledger.core.raft import CoreConfig, RaftCore, Role
 from dledger.errors import LeadershipLost, NodeStopped, NotLeader, ProposalDropped, StateAheadOfLog, StorageFailure
 from dledger.store.file_store import FileHardStateStore, FileLogStore, StoreConfig
@@ -231,13 +230,20 @@ class DLedger:
         Raises NotLeader (with the leader we know of), LeadershipLost (outcome
         unknown: we stopped leading while it was in flight) or ProposalDropped.
         """
+        return await self.propose_future(payload)
+
+    def propose_future(self, payload: bytes) -> asyncio.Future[tuple[int, Any]]:
+        """``propose`` without a coroutine: appends now (raising NotLeader or
+        NodeStopped at once) and returns the future that ``propose`` awaits.
+        For callers that handle many proposals per second (a task per proposal
+        costs more than the rest of the leader's work on it)."""
         if not self._running:
             raise NodeStopped("node is not running")
         index = self.core.propose(payload)  # raises NotLeader
         fut: asyncio.Future[tuple[int, Any]] = asyncio.get_running_loop().create_future()
         self._pending[index] = (self.core.term, fut)
         self._wake.set()
-        return await fut
+        return fut
 
     async def transfer_leadership(self, node_id: str) -> None:
         self.core.transfer_leadership(NodeId(node_id))
@@ -315,18 +321,10 @@ class DLedger:
     def _on_peer_down(self, peer: str) -> None:
         core = self.core
         if core.role is Role.LEADER:
-            # Whatever was in flight to that peer went down with the connection
-            # (the transport also drops what it queues while the peer is
-            # unreachable). Replicating optimistically from next_index would
-            # leave a restarted follower stuck at its match index until new
-            # entries arrive, so probe from match_index + 1 again (etcd/raft's
-            # ReportUnreachable does the same).
-            pr = core.progress.get(NodeId(peer))
-            if pr is not None and pr.state is ProgressState.REPLICATE:
-                log.info("node=%s term=%d follower=%s connection closed: probing from match_index=%d",
-                         self.config.node_id, core.term, peer, pr.match_index)
-                pr.become_probe()
-                self._wake.set()
+            log.info("node=%s term=%d follower=%s connection closed: finding its match point again",
+                     self.config.node_id, core.term, peer)
+            core.follower_restarted(NodeId(peer))
+            self._wake.set()
             return
         if peer == core.leader_id:
             log.info("node=%s term=%d leader=%s connection closed: electing soon", self.config.node_id,

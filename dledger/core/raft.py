@@ -205,6 +205,21 @@ class RaftCore:
         soon = self._randomized_timeout - 1 - self._rng.randrange(3)
         self.election_elapsed = max(self.election_elapsed, soon)
 
+    def follower_restarted(self, peer: NodeId) -> None:
+        """The runtime saw ``peer``'s connection close: its process may have
+        restarted and lost the tail of its log (a torn write, or power loss under
+        the async flush policy). Forget what it acknowledged and find its match
+        point afresh, as a new leader would; otherwise heartbeats below the old
+        match index would be rejected forever as stale. Lowering a match index
+        only delays commits, never commits anything early.
+        """
+        pr = self.progress.get(peer)
+        if self.role is not Role.LEADER or pr is None:
+            return
+        pr.become_probe()
+        pr.match_index = 0
+        pr.next_index = self.log.last_index() + 1
+
     def transfer_leadership(self, target: NodeId) -> None:
         """Hand leadership to ``target`` (thesis §3.10): bring it up to date, then
         tell it to campaign at once. Proposals are refused meanwhile."""

@@ -192,6 +192,7 @@ def test_torn_commitlog_tail_is_repaired_on_restart(group: BrokerGroup) -> None:
 
 def test_no_leader_answers_503_with_retry_after(group: BrokerGroup) -> None:
     create_topic(group, "lonely", 1)
+    group.wait_for(lambda: all_applied_equal(group), 20, "every node to know the topic")
     survivor = group.followers()[0]
     for n in group.nodes:
         if n.id != survivor.id:

@@ -1,0 +1,67 @@
+"""A follower that comes back with less log than it acknowledged (torn tail
+under async flush) is caught up again once the leader is told it restarted."""
+
+from __future__ import annotations
+
+from dledger.core.messages import EntryKind, HardState, Message
+from dledger.core.raft import CoreConfig, RaftCore, Role
+from dledger.store.memory import MemoryHardStateStore, MemoryLogStore
+
+IDS = ("n1", "n2", "n3")
+
+
+class Cluster:
+    def __init__(self) -> None:
+        self.stores = {i: MemoryLogStore() for i in IDS}
+        self.hs = {i: MemoryHardStateStore() for i in IDS}
+        self.cores = {i: self._boot(i) for i in IDS}
+        self.net: list[Message] = []
+
+    def _boot(self, i: str) -> RaftCore:
+        return RaftCore(CoreConfig(i, IDS, seed=IDS.index(i)), self.stores[i], self.hs[i].load())
+
+    def process(self, i: str) -> None:
+        c = self.cores[i]
+        while c.has_ready():
+            rd = c.ready()
+            if rd.hard_state:
+                self.hs[i].save(rd.hard_state)
+            if rd.entries:
+                self.stores[i].append(rd.entries)
+            self.net.extend(rd.messages)
+            c.advance(rd)
+
+    def run(self, ticks: int) -> None:
+        for _ in range(ticks):
+            for i in IDS:
+                self.cores[i].tick()
+                self.process(i)
+            while self.net:
+                m = self.net.pop(0)
+                self.cores[m.dst].step(m)
+                self.process(m.dst)
+
+    def leader(self) -> RaftCore:
+        return next(c for c in self.cores.values() if c.role is Role.LEADER)
+
+
+def test_follower_with_a_cut_tail_catches_up_after_restart_notice() -> None:
+    cl = Cluster()
+    cl.run(40)
+    lead = cl.leader()
+    victim = next(i for i in IDS if i != lead.id)
+    for k in range(50):
+        lead.propose(b"p%d" % k)
+    cl.process(lead.id)
+    cl.run(3)
+    full = cl.stores[victim].last_index()
+    assert full == lead.last_index
+    # The victim restarts with its last 10 entries gone (a torn tail).
+    kept = cl.stores[victim].entries(1, full - 9, 1 << 30)
+    cl.stores[victim] = MemoryLogStore()
+    cl.stores[victim].append(kept)
+    cl.cores[victim] = cl._boot(victim)
+    lead.follower_restarted(victim)  # what the runtime does when the victim's connection closes
+    cl.run(10)
+    assert cl.stores[victim].last_index() == lead.last_index
+    assert cl.stores[victim].term(full) == cl.stores[lead.id].term(full)
