@@ -168,6 +168,7 @@ def up(base_dir: Path, nodes: int, http_port_base: int | None, raft_port_base: i
         echo(f"detached; stop with: raftmq cluster down --base-dir {base_dir}")
         return 0
     echo("Ctrl-C stops the group.")
+    interrupted = False
     try:
         reported: set[str] = set()
         while True:
@@ -179,9 +180,15 @@ def up(base_dir: Path, nodes: int, http_port_base: int | None, raft_port_base: i
                     echo(f"node {n.id} exited with code {code} (not restarted; "
                          f"'raftmq cluster restart-node {n.id} --base-dir {base_dir}' brings it back)")
     except KeyboardInterrupt:
-        echo("stopping the group...")
+        interrupted = True
     finally:
-        _stop_procs(list(procs.values()))
+        # A second Ctrl-C must not leave nodes running: ignore it while stopping.
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            echo("stopping the group..." if interrupted else "stopping the group")
+            _stop_procs(list(procs.values()))
+        finally:
+            signal.signal(signal.SIGINT, previous)
         for n in specs:
             n.pid = None
         save_state(base_dir, group, flush, specs)
