@@ -36,7 +36,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from dledger.kvnode import KvClient
 
@@ -179,8 +179,13 @@ class LocalGroup:
         raise TimeoutError(f"no {self.engine} leader within {timeout_s} s (last error: {last_err!r})")
 
 
-async def measure_throughput(addr: str, cfg: BenchConfig, payload: bytes) -> dict[str, Any]:
-    """Keep ``cfg.outstanding`` proposals in flight; count the acks in the window."""
+async def measure_throughput(addr: str, cfg: BenchConfig, payload: bytes,
+                             cpu_seconds: Callable[[], dict[str, float]] | None = None) -> dict[str, Any]:
+    """Keep ``cfg.outstanding`` proposals in flight; count the acks in the window.
+    With ``cpu_seconds`` (CPU time per process so far), also the CPU each
+    process spent per acknowledged proposal in the window (``cpu_us_per_proposal``)
+    and its share of a core (``cpu_pct``): on a busy machine these say more
+    than the rate alone."""
     clients = [await KvClient(addr).connect() for _ in range(cfg.connections)]
     counts = {"ok": 0, "other": 0}
     state = {"running": True}
@@ -207,9 +212,13 @@ async def measure_throughput(addr: str, cfg: BenchConfig, payload: bytes) -> dic
             c = clients[i % len(clients)]
             c.send(["propose", payload], make_callback(c))
         await asyncio.sleep(cfg.warmup_s)
+        cpu0 = cpu_seconds() if cpu_seconds else {}
+        own0 = time.process_time()
         ok0, t0 = counts["ok"], time.perf_counter()
         await asyncio.sleep(cfg.duration_s)
         ok1, t1 = counts["ok"], time.perf_counter()
+        cpu1 = cpu_seconds() if cpu_seconds else {}
+        own1 = time.process_time()
         state["running"] = False
         deadline = time.monotonic() + 30
         while any(c.in_flight for c in clients) and time.monotonic() < deadline:
@@ -217,11 +226,16 @@ async def measure_throughput(addr: str, cfg: BenchConfig, payload: bytes) -> dic
     finally:
         for c in clients:
             await c.close()
+    acked, window = ok1 - ok0, t1 - t0
+    used = {k: cpu1[k] - cpu0[k] for k in cpu0}
+    used["client"] = own1 - own0
     return {
-        "proposals_per_s": round((ok1 - ok0) / (t1 - t0), 1),
-        "acked_in_window": ok1 - ok0,
-        "window_s": round(t1 - t0, 3),
+        "proposals_per_s": round(acked / window, 1),
+        "acked_in_window": acked,
+        "window_s": round(window, 3),
         "errors": dict(other_kinds),
+        "cpu_pct": {k: round(100 * v / window, 1) for k, v in used.items()},
+        "cpu_us_per_proposal": {k: round(1e6 * v / acked, 1) if acked else None for k, v in used.items()},
     }
 
 
@@ -268,17 +282,16 @@ async def bench_one(engine: str, flush: str, variant: str, cfg: BenchConfig, bas
         group.start()
         leader = await group.wait_leader()
         addr = group.client_addr[leader]
-        cpu0, w0, own0 = group.cpu_seconds(), time.monotonic(), time.process_time()
-        thr = await measure_throughput(addr, cfg, payload)
-        cpu1, w1, own1 = group.cpu_seconds(), time.monotonic(), time.process_time()
+
+        def cpu_seconds() -> dict[str, float]:
+            return {("leader" if nid == leader else nid): v for nid, v in group.cpu_seconds().items()}
+
+        thr = await measure_throughput(addr, cfg, payload, cpu_seconds)
         lat = await measure_latency(addr, cfg, payload)
         group.check_alive()
-        cpu = {("leader" if nid == leader else nid): round(100 * (cpu1[nid] - cpu0[nid]) / (w1 - w0), 1)
-               for nid in group.ids}
-        cpu["client"] = round(100 * (own1 - own0) / (w1 - w0), 1)
-        result: dict[str, Any] = {"engine": engine, "flush": flush, "variant": variant or "default", **thr, **lat, "cpu_pct": cpu,
+        result: dict[str, Any] = {"engine": engine, "flush": flush, "variant": variant or "default", **thr, **lat,
                                   "outstanding": cfg.outstanding, "connections": cfg.connections,
-                                  "payload_bytes": cfg.payload_bytes}
+                                  "payload_bytes": cfg.payload_bytes, "load_avg_1m": os.getloadavg()[0]}
         if engine == "pysyncobj":
             result["config"] = ("appendEntriesUseBatch=False" if variant == "nobatch"
                                 else "default SyncObjConf (appendEntriesUseBatch=True, appendEntriesPeriod=0.1 s)")
@@ -319,7 +332,7 @@ async def run_bench(cfg: BenchConfig, emit: Any = None) -> list[dict[str, Any]]:
 
 def format_table(results: Sequence[dict[str, Any]]) -> str:
     head = ("engine", "flush", "proposals/s", "p50 ms", "p99 ms", "mean ms", "cpu% leader/followers/client",
-            "errors")
+            "leader cpu us/proposal", "errors")
     rows = [head]
     for r in results:
         cpu = r.get("cpu_pct", {})
@@ -329,6 +342,7 @@ def format_table(results: Sequence[dict[str, Any]]) -> str:
             name, r["flush"], f"{r['proposals_per_s']:,.0f}",
             _fmt(r.get("p50_ms")), _fmt(r.get("p99_ms")), _fmt(r.get("mean_ms")),
             f"{cpu.get('leader', float('nan')):.0f}/{followers}/{cpu.get('client', float('nan')):.0f}",
+            _fmt((r.get("cpu_us_per_proposal") or {}).get("leader"), 1),
             str(sum(r.get("errors", {}).values()) + sum(r.get("latency_errors", {}).values())),
         ))
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
@@ -338,8 +352,8 @@ def format_table(results: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _fmt(v: float | None) -> str:
-    return "-" if v is None else f"{v:.3f}"
+def _fmt(v: float | None, digits: int = 3) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
 
 
 def build_arg_parser() -> argparse.ArgumentParser:
@@ -393,6 +407,9 @@ def run_cli(cfg: BenchConfig, as_json: bool) -> int:
         return 130
     if not as_json:
         print(format_table(results))
+        loads = ", ".join(f"{r['load_avg_1m']:.1f}" for r in results)
+        print(f"machine: {os.cpu_count()} CPUs; 1-min load average after each run: {loads} "
+              "(other work on the machine lowers proposals/s; cpu us/proposal is steadier)")
     return 0
 
 

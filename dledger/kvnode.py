@@ -40,7 +40,7 @@ from typing import Any, Callable, Final
 
 import msgpack
 
-from dledger.errors import LeadershipLost, NotLeader, ProposalDropped
+from dledger.errors import DLedgerError, LeadershipLost, NotLeader, ProposalDropped
 from dledger.runtime import DLedger, NodeConfig, parse_addr
 
 log = logging.getLogger(__name__)
@@ -209,7 +209,6 @@ class KvServer:
         self.client_addr = client_addr
         self.connections: set[_ClientConnection] = set()
         self._server: asyncio.base_events.Server | None = None
-        self._proposals: set[asyncio.Task[Any]] = set()
 
     async def start(self) -> None:
         host, port = parse_addr(self.client_addr)
@@ -221,8 +220,6 @@ class KvServer:
             self._server.close()
         for c in list(self.connections):
             c.close()
-        for t in list(self._proposals):
-            t.cancel()
         if self._server is not None:
             await self._server.wait_closed()
 
@@ -256,30 +253,30 @@ class KvServer:
         return st
 
     def _propose(self, rid: Any, payload: bytes, reply: Callable[[bytes], None]) -> None:
-        node = self._node
-        if not node.is_leader():  # the common refusal, without a task
-            reply(encode_frame([rid, "not_leader", node.leader_id]))
-            return
-        task = asyncio.ensure_future(node.propose(payload))
-        self._proposals.add(task)
-        task.add_done_callback(lambda t: self._proposed(t, rid, reply))
-
-    def _proposed(self, task: asyncio.Task[Any], rid: Any, reply: Callable[[bytes], None]) -> None:
-        self._proposals.discard(task)
-        if task.cancelled():
-            reply(encode_frame([rid, "error", "node stopping"]))
-            return
-        exc = task.exception()
-        if exc is None:
-            reply(encode_frame([rid, "ok", task.result()[0]]))
-        elif isinstance(exc, NotLeader):
+        try:
+            fut = self._node.propose_future(payload)  # no task per proposal: see DLedger.propose_future
+        except NotLeader as exc:
             reply(encode_frame([rid, "not_leader", exc.leader_id]))
-        elif isinstance(exc, LeadershipLost):
-            reply(encode_frame([rid, "lost", str(exc)]))
-        elif isinstance(exc, ProposalDropped):
-            reply(encode_frame([rid, "dropped", str(exc)]))
-        else:
+            return
+        except DLedgerError as exc:
             reply(encode_frame([rid, "error", repr(exc)]))
+            return
+
+        def done(f: asyncio.Future[Any]) -> None:
+            if f.cancelled():
+                reply(encode_frame([rid, "error", "node stopping"]))
+                return
+            exc = f.exception()
+            if exc is None:
+                reply(encode_frame([rid, "ok", f.result()[0]]))
+            elif isinstance(exc, LeadershipLost):
+                reply(encode_frame([rid, "lost", str(exc)]))
+            elif isinstance(exc, ProposalDropped):
+                reply(encode_frame([rid, "dropped", str(exc)]))
+            else:
+                reply(encode_frame([rid, "error", repr(exc)]))
+
+        fut.add_done_callback(done)
 
 
 # ---------------------------------------------------------------------------
