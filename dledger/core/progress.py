@@ -62,7 +62,8 @@ class Inflights:
 
 
 class Progress:
-    __slots__ = ("match_index", "next_index", "state", "paused", "inflights", "recent_active", "pending_snapshot")
+    __slots__ = ("match_index", "next_index", "state", "paused", "inflights", "recent_active", "pending_snapshot",
+                 "progress_tick", "snapshot_tick")
 
     def __init__(self, next_index: int, max_inflight: int) -> None:
         self.match_index = 0
@@ -72,6 +73,10 @@ class Progress:
         self.inflights = Inflights(max_inflight)
         self.recent_active = False  # heard from since the last check-quorum round
         self.pending_snapshot = 0
+        # Leader ticks at which match_index last moved (or replication began) and
+        # at which the last snapshot was sent: how the leader notices lost messages.
+        self.progress_tick = 0
+        self.snapshot_tick = 0
 
     def become_probe(self) -> None:
         # After a snapshot, resume right after it; otherwise right after what matches.

@@ -155,6 +155,7 @@ class RaftCore:
         self.lead_transferee: NodeId | None = None
         self.election_elapsed = 0
         self.heartbeat_elapsed = 0
+        self._ticks = 0  # logical clock, for noticing lost messages
         self._rng = random.Random(config.seed)
         self._randomized_timeout = config.election_timeout_ticks
         self._msgs: list[Message] = []
@@ -170,6 +171,7 @@ class RaftCore:
     # ------------------------------------------------------------------
     def tick(self) -> None:
         """One unit of logical time."""
+        self._ticks += 1
         self._tick()
 
     def propose(self, data: bytes) -> int:
@@ -621,6 +623,7 @@ class RaftCore:
         # logs match, even if it moves nothing: start streaming from there.
         confirmed = pr.state is ProgressState.PROBE and m.match_index == pr.next_index - 1
         if pr.maybe_update(m.match_index) or confirmed:
+            pr.progress_tick = self._ticks
             if pr.state is ProgressState.PROBE:
                 pr.become_replicate()
             elif pr.state is ProgressState.SNAPSHOT and pr.match_index >= pr.pending_snapshot:
@@ -656,16 +659,41 @@ class RaftCore:
                 pass
 
     def _broadcast_heartbeat(self) -> None:
+        """Heartbeats assert leadership and also retransmit what may have been
+        lost (§5.3: the leader retries AppendEntries indefinitely):
+
+        - PROBE: the probe is resent every heartbeat (it doubles as one);
+        - REPLICATE: entries outstanding with no progress for a few ticks fall
+          back to probing from the match point (messages were lost);
+        - SNAPSHOT: an unanswered snapshot is resent after an election timeout.
+        """
         commit = self.log.committed
+        stall_ticks = max(2 * self.config.heartbeat_ticks + 1, self.config.election_timeout_ticks // 3)
         for p, pr in self.progress.items():
-            if pr.state is ProgressState.PROBE and not pr.paused and pr.next_index <= self.log.last_index():
+            if pr.state is ProgressState.SNAPSHOT:
+                if self._ticks - pr.snapshot_tick >= self.config.election_timeout_ticks:
+                    pr.become_probe()
+                    self._send_append(p)
+                    continue
+                prev = pr.pending_snapshot
+            elif pr.state is ProgressState.PROBE:
+                pr.paused = False
                 self._send_append(p)
                 continue
+            else:
+                outstanding = pr.next_index > pr.match_index + 1
+                if outstanding and self._ticks - pr.progress_tick >= stall_ticks:
+                    pr.become_probe()
+                    self._send_append(p)
+                    continue
+                if not outstanding:
+                    pr.progress_tick = self._ticks
+                prev = pr.match_index
             # A heartbeat names a point the follower is known to hold, so it can
             # never be mistaken for a gap while entries are in flight.
-            prev = pr.match_index
             prev_term = self.log.term(prev)
-            if prev_term is None:
+            if prev_term is None:  # compacted away: only a probe (or snapshot) can reach it
+                pr.become_probe()
                 self._send_append(p)
                 continue
             self._send(AppendEntries(self.term, self.id, p, prev, prev_term, (), min(commit, prev)))
@@ -706,6 +734,7 @@ class RaftCore:
                       self.id, self.term, to, self.log.first_index())
             return False
         pr.become_snapshot(snap.meta.index)
+        pr.snapshot_tick = self._ticks
         self._send(InstallSnapshot(self.term, self.id, to, snap))
         return False
 
