@@ -356,6 +356,18 @@ class DLedger:
                     rd = core.ready()
                     if rd.snapshot is not None:
                         self._install_snapshot(rd.snapshot)
+                    send = self._transport.send
+                    messages = rd.messages
+                    if rd.entries and rd.hard_state is None and rd.snapshot is None and core.role is Role.LEADER:
+                        # A leader may replicate its new entries before writing
+                        # them itself (Raft thesis §10.2.1): its own copy counts
+                        # toward a majority only once durable (in advance()), and
+                        # nothing it sends depends on its own disk. The followers'
+                        # writes then overlap the leader's (under ``sync``, its
+                        # fdatasync) instead of following it.
+                        for m in messages:
+                            send(m)
+                        messages = ()
                     if rd.hard_state is not None:
                         await loop.run_in_executor(None, self._hs_store.save, rd.hard_state)
                     if rd.entries:
@@ -364,8 +376,7 @@ class DLedger:
                             await loop.run_in_executor(None, self.store.flush)
                         else:
                             self.store.flush()
-                    send = self._transport.send
-                    for m in rd.messages:
+                    for m in messages:
                         send(m)
                     if rd.committed:
                         self._apply(rd.committed)
