@@ -32,8 +32,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import signal
+import struct
 import sys
 import zlib
 from typing import Any, Callable, Final
@@ -101,9 +103,14 @@ class KvStateMachine:
 # ---------------------------------------------------------------------------
 # Framing
 # ---------------------------------------------------------------------------
-def encode_frame(obj: Any) -> bytes:
-    body = msgpack.packb(obj)
-    return len(body).to_bytes(_LEN, "big") + body
+_HEADER = struct.Struct(">I")
+
+
+def encode_frame(obj: Any, pack: Callable[[Any], bytes] = msgpack.packb) -> bytes:
+    """One frame. Hot paths pass their own ``msgpack.Packer().pack`` (a
+    ``packb`` call builds a new Packer each time: twice the cost)."""
+    body = pack(obj)
+    return _HEADER.pack(len(body)) + body
 
 
 class FrameReader:
@@ -114,21 +121,22 @@ class FrameReader:
     def __init__(self) -> None:
         self._buf = bytearray()
 
-    def feed(self, data: bytes) -> list[bytes]:
+    def feed(self, data: bytes) -> list[bytearray]:
         """Returns the complete frame bodies; raises ValueError on an oversized frame."""
         buf = self._buf
         buf += data
         out = []
         pos = 0
         end = len(buf)
+        unpack_from = _HEADER.unpack_from
         while end - pos >= _LEN:
-            size = int.from_bytes(buf[pos : pos + _LEN], "big")
+            (size,) = unpack_from(buf, pos)
             if size > MAX_FRAME_BYTES:
                 raise ValueError(f"frame of {size} bytes exceeds the limit of {MAX_FRAME_BYTES}")
             stop = pos + _LEN + size
             if stop > end:
                 break
-            out.append(bytes(buf[pos + _LEN : stop]))
+            out.append(buf[pos + _LEN : stop])
             pos = stop
         if pos:
             del buf[:pos]
@@ -208,6 +216,7 @@ class KvServer:
         self._sm = sm
         self.client_addr = client_addr
         self.connections: set[_ClientConnection] = set()
+        self._frame = functools.partial(encode_frame, pack=msgpack.Packer().pack)
         self._server: asyncio.base_events.Server | None = None
 
     async def start(self) -> None:
@@ -223,26 +232,27 @@ class KvServer:
         if self._server is not None:
             await self._server.wait_closed()
 
-    def handle(self, body: bytes, reply: Callable[[bytes], None]) -> None:
+    def handle(self, body: bytes | bytearray, reply: Callable[[bytes], None]) -> None:
+        frame = self._frame
         try:
             req = msgpack.unpackb(body, raw=False)
             rid, op = req[0], req[1]
         except Exception as exc:  # any undecodable frame is the client's fault
-            reply(encode_frame([None, "bad_request", f"undecodable request: {exc!r}"]))
+            reply(frame([None, "bad_request", f"undecodable request: {exc!r}"]))
             return
         if op == "propose":
             payload = req[2] if len(req) > 2 else None
             if not isinstance(payload, bytes):
-                reply(encode_frame([rid, "bad_request", "propose needs a bytes payload"]))
+                reply(frame([rid, "bad_request", "propose needs a bytes payload"]))
                 return
             self._propose(rid, payload, reply)
         elif op == "status":
-            reply(encode_frame([rid, "ok", self.status()]))
+            reply(frame([rid, "ok", self.status()]))
         elif op == "state":
             opts = req[2] if len(req) > 2 and isinstance(req[2], dict) else {}
-            reply(encode_frame([rid, "ok", self._sm.describe(bool(opts.get("keys")))]))
+            reply(frame([rid, "ok", self._sm.describe(bool(opts.get("keys")))]))
         else:
-            reply(encode_frame([rid, "bad_request", f"unknown operation {op!r}"]))
+            reply(frame([rid, "bad_request", f"unknown operation {op!r}"]))
 
     def status(self) -> dict[str, Any]:
         st = self._node.status()
@@ -253,28 +263,29 @@ class KvServer:
         return st
 
     def _propose(self, rid: Any, payload: bytes, reply: Callable[[bytes], None]) -> None:
+        frame = self._frame
         try:
             fut = self._node.propose_future(payload)  # no task per proposal: see DLedger.propose_future
         except NotLeader as exc:
-            reply(encode_frame([rid, "not_leader", exc.leader_id]))
+            reply(frame([rid, "not_leader", exc.leader_id]))
             return
         except DLedgerError as exc:
-            reply(encode_frame([rid, "error", repr(exc)]))
+            reply(frame([rid, "error", repr(exc)]))
             return
 
         def done(f: asyncio.Future[Any]) -> None:
             if f.cancelled():
-                reply(encode_frame([rid, "error", "node stopping"]))
+                reply(frame([rid, "error", "node stopping"]))
                 return
             exc = f.exception()
             if exc is None:
-                reply(encode_frame([rid, "ok", f.result()[0]]))
+                reply(frame([rid, "ok", f.result()[0]]))
             elif isinstance(exc, LeadershipLost):
-                reply(encode_frame([rid, "lost", str(exc)]))
+                reply(frame([rid, "lost", str(exc)]))
             elif isinstance(exc, ProposalDropped):
-                reply(encode_frame([rid, "dropped", str(exc)]))
+                reply(frame([rid, "dropped", str(exc)]))
             else:
-                reply(encode_frame([rid, "error", repr(exc)]))
+                reply(frame([rid, "error", repr(exc)]))
 
         fut.add_done_callback(done)
 
@@ -399,6 +410,7 @@ class KvClient:
         self._callbacks: dict[int, Callable[[str, Any], None]] = {}
         self._next_id = 0
         self._closed_exc: Exception | None = None
+        self._frame = functools.partial(encode_frame, pack=msgpack.Packer().pack)
 
     async def connect(self, timeout_s: float = 5.0) -> KvClient:
         host, port = parse_addr(self.addr)
@@ -439,7 +451,7 @@ class KvClient:
         self._next_id += 1
         rid = self._next_id
         self._callbacks[rid] = callback
-        self._writer.write(encode_frame([rid, *request]))
+        self._writer.write(self._frame([rid, *request]))
 
     async def request(self, request: list[Any]) -> tuple[str, Any]:
         fut: asyncio.Future[tuple[str, Any]] = asyncio.get_running_loop().create_future()

@@ -183,6 +183,7 @@ class DLedger:
         )
         self._pending: dict[int, tuple[int, asyncio.Future[tuple[int, Any]]]] = {}
         self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop  # set by start()
         self._tasks: list[asyncio.Task[None]] = []
         self._running = False
         self._failed: BaseException | None = None
@@ -192,6 +193,9 @@ class DLedger:
 
     # ------------------------------------------------------------------
     async def start(self) -> None:
+        # Kept for propose_future: asyncio.get_running_loop() costs a getpid()
+        # system call on every call in CPython 3.11.
+        self._loop = asyncio.get_running_loop()
         await self._transport.start()
         self._running = True
         self._tasks = [
@@ -240,7 +244,7 @@ class DLedger:
         if not self._running:
             raise NodeStopped("node is not running")
         index = self.core.propose(payload)  # raises NotLeader
-        fut: asyncio.Future[tuple[int, Any]] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[tuple[int, Any]] = self._loop.create_future()
         self._pending[index] = (self.core.term, fut)
         self._wake.set()
         return fut
