@@ -400,6 +400,10 @@ def run_cli(cfg: BenchConfig, as_json: bool) -> int:
             print(f"{r['engine']} flush={r['flush']}: {r['proposals_per_s']:,.0f} proposals/s, "
                   f"p50 {_fmt(r.get('p50_ms'))} ms, p99 {_fmt(r.get('p99_ms'))} ms", file=sys.stderr, flush=True)
 
+    def on_sigterm(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt  # the same cleanup as Ctrl-C: every node process is stopped
+
+    signal.signal(signal.SIGTERM, on_sigterm)
     try:
         results = asyncio.run(run_bench(cfg, emit))
     except KeyboardInterrupt:
