@@ -28,7 +28,9 @@ class NodeGroup:
     """A group of kvnode processes: start, SIGKILL, restart with the same data
     dir, and ask each node its status and state over its client port."""
 
-    def __init__(self, base_dir: Path, size: int = 3, flush: str = "async", segment_bytes: int = 1 << 20) -> None:
+    def __init__(self, base_dir: Path, size: int = 3, flush: str = "async", segment_bytes: int = 16 << 10) -> None:
+        """Small segments by default, so that the logs roll over several
+        segment files and a restart reopens more than one."""
         self.base_dir = base_dir
         self.flush = flush
         self.segment_bytes = segment_bytes
