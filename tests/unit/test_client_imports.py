@@ -1,0 +1,32 @@
+"""The client speaks HTTP only: it may import aiohttp, msgpack, click, the
+standard library and itself, never ``broker`` or ``dledger`` (ARCHITECTURE.md)."""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+CLIENT = Path(__file__).resolve().parents[2] / "client"
+ALLOWED = {"aiohttp", "msgpack", "click", "yarl", "multidict", "client"} | set(sys.stdlib_module_names) | {"__future__"}
+
+
+def imported_roots(path: Path) -> set[str]:
+    roots = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            roots |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            roots.add(node.module.split(".")[0])
+    return roots
+
+
+# The library modules; the command line (cli.py, cluster.py) starts other programs and is checked on its own.
+LIBRARY = ("__init__.py", "errors.py", "http.py", "producer.py", "consumer.py", "admin.py")
+
+
+def test_client_library_imports_only_http_libraries_and_the_stdlib() -> None:
+    files = [CLIENT / name for name in LIBRARY]
+    assert files
+    bad = {f.name: sorted(imported_roots(f) - ALLOWED) for f in files if imported_roots(f) - ALLOWED}
+    assert not bad, f"client modules import what they must not: {bad}"
