@@ -29,6 +29,7 @@ from dledger.core.messages import EntryKind, Message, NodeId, Snapshot, Snapshot
 from dledger.core.raft import CoreConfig, RaftCore, Role
 from dledger.errors import LeadershipLost, NodeStopped, NotLeader, ProposalDropped, StateAheadOfLog, StorageFailure
 from dledger.store.file_store import FileHardStateStore, FileLogStore, StoreConfig
+from dledger.store.entry_format import HEADER_BYTES as ENTRY_HEADER_BYTES
 from dledger.transport import PeerTransport, TransportConfig
 
 log = logging.getLogger(__name__)
@@ -156,7 +157,8 @@ class DLedger:
         self._sm = state_machine
         data = Path(config.data_dir)
         data.mkdir(parents=True, exist_ok=True)
-        self._snapshot_path = data / "snapshot"
+        self._snapshot_dir = data / "snapshots"
+        self._snapshot_dir.mkdir(exist_ok=True)
         self.store = FileLogStore(data, StoreConfig(segment_bytes=config.segment_bytes, flush=config.flush))
         if applied_index > self.store.last_index():
             last = self.store.last_index()
@@ -164,13 +166,18 @@ class DLedger:
             raise StateAheadOfLog(applied_index, last)
         self._hs_store = FileHardStateStore(data)
         applied = applied_index
-        snap = _read_snapshot_file(self._snapshot_path)
-        if snap is not None and snap.meta.index > applied_index:
-            self._sm.restore(snap.data)
-            applied = snap.meta.index
+        snaps = self._snapshot_indexes()
+        if snaps and snaps[-1] > applied_index:
+            # The state machine is older than a snapshot this node holds (it
+            # installed one from the leader): start from that snapshot.
+            latest = self._load_snapshot(snaps[-1])
+            self._sm.restore(latest.data)
+            applied = latest.meta.index
         self.core = RaftCore(config.core_config(), self.store, self._hs_store.load(), applied_index=applied)
-        if snap is not None:
-            self.core.set_snapshot(snap)
+        start = self.store.first_index() - 1
+        if start > 0 and start in snaps:
+            self.core.set_snapshot(self._load_snapshot(start))
+        self._applied_segment: int | None = None
         peers = {p: parse_addr(a) for p, a in config.peers.items() if p != config.node_id}
         self._transport = PeerTransport(
             config.node_id,
@@ -294,28 +301,60 @@ class DLedger:
     def read_at(self, position: int, size: int) -> bytes:
         return self.store.read_at(position, size)
 
-    def snapshot_and_compact(self, keep_entries: int = 0) -> int:
-        """Snapshot the state machine at the applied index and delete the log
-        prefix up to ``applied - keep_entries`` (retention). Returns the index
-        compacted to."""
-        applied = self.core.applied_index
-        if applied < 1:
-            return 0
-        term = self.core.log.term(applied)
-        if term is None:
-            return 0
-        last = self.store.last_index()
-        if applied < last:
-            next_pos = self.store.body_position(applied + 1) - 32
-        else:
-            e = self.store.entries(applied, applied + 1, 1)[0]
-            next_pos = self.store.body_position(applied) + len(e.data)
-        snap = Snapshot(SnapshotMeta(applied, term, next_pos), self._sm.snapshot())
-        _write_snapshot_file(self._snapshot_path, snap)
+    def compact(self, upto: int) -> int:
+        """Retention: delete the log prefix up to ``upto``, whole segments at a
+        time. The log is cut only where a segment ends and the state machine was
+        snapshotted as it crossed that point (see ``_apply``), so a follower
+        that installs the snapshot receives every entry the leader retains and
+        ends with the same content. Returns the new first index."""
+        limit = min(upto, self.core.applied_index)
+        points = [i for i in self._snapshot_indexes() if self.store.first_index() - 1 < i <= limit]
+        if not points:
+            return self.store.first_index()
+        point = points[-1]
+        snap = self._load_snapshot(point)
+        self.store.compact(point)
+        if self.store.first_index() != point + 1:
+            log.warning("node=%s compacted to first_index=%d, expected %d", self.config.node_id,
+                        self.store.first_index(), point + 1)
         self.core.set_snapshot(snap)
-        upto = max(0, applied - keep_entries)
-        self.store.compact(upto)
-        return upto
+        self._prune_snapshots(point)
+        return self.store.first_index()
+
+    # -- snapshots: <data>/snapshots/<20-digit index> ----------------------
+    def _snapshot_indexes(self) -> list[int]:
+        return sorted(int(p.name) for p in self._snapshot_dir.iterdir() if p.name.isdigit())
+
+    def _snapshot_path(self, index: int) -> Path:
+        return self._snapshot_dir / f"{index:020d}"
+
+    def _load_snapshot(self, index: int) -> Snapshot:
+        snap = _read_snapshot_file(self._snapshot_path(index))
+        if snap is None or snap.meta.index != index:
+            raise StorageFailure(f"snapshot {index} is missing or names another index")
+        return snap
+
+    def _prune_snapshots(self, keep_from: int) -> None:
+        for i in self._snapshot_indexes():
+            if i < keep_from:
+                self._snapshot_path(i).unlink(missing_ok=True)
+
+    def _segment_of(self, index: int) -> int:
+        return (self.store.body_position(index) - ENTRY_HEADER_BYTES) // self.config.segment_bytes
+
+    def _boundary_snapshot(self, index: int, next_position: int) -> None:
+        """The state machine is at ``index``, the last entry of a segment."""
+        term = self.store.term(index)
+        snap = Snapshot(SnapshotMeta(index, term, next_position), self._sm.snapshot())
+        _write_snapshot_file(self._snapshot_path(index), snap)
+        log.info("node=%s snapshot at segment boundary index=%d bytes=%d", self.config.node_id, index, len(snap.data))
+
+    def first_position(self) -> int:
+        """Byte position where the retained log starts (what retention cut before)."""
+        first = self.store.first_index()
+        if first <= self.store.last_index():
+            return self.store.body_position(first) - ENTRY_HEADER_BYTES
+        return self.store.snapshot_meta().next_position
 
     # ------------------------------------------------------------------
     def _on_message(self, m: Message) -> None:
@@ -331,9 +370,21 @@ class DLedger:
             self._wake.set()
             return
         if peer == core.leader_id:
-            log.info("node=%s term=%d leader=%s connection closed: electing soon", self.config.node_id,
-                     self.core.term, peer)
-            self.core.leader_unreachable()
+            # The transport reports the close of any incoming connection that
+            # said hello as the leader: a stale one closing after a reconnect,
+            # or a stranger's (the hello proves nothing). Electing at once on
+            # such a close deposes a live leader (seen in the integration test
+            # that throws garbage at the Raft ports), so first wait a heartbeat
+            # and a tick: a live leader is never that quiet, a dead one is.
+            quiet_ticks = self.config.heartbeat_ticks + 1
+            self._loop.call_later(quiet_ticks * self.config.tick_ms / 1000, self._leader_maybe_gone, peer, quiet_ticks)
+
+    def _leader_maybe_gone(self, peer: str, quiet_ticks: int) -> None:
+        core = self.core
+        if self._running and core.leader_id == peer and core.election_elapsed >= quiet_ticks:
+            log.info("node=%s term=%d leader=%s connection closed and silent for %d ticks: electing soon",
+                     self.config.node_id, core.term, peer, core.election_elapsed)
+            core.leader_unreachable()
             self._wake.set()
 
     async def _ticker(self) -> None:
@@ -397,10 +448,12 @@ class DLedger:
             raise
 
     def _install_snapshot(self, snap: Snapshot) -> None:
-        _write_snapshot_file(self._snapshot_path, snap)
+        _write_snapshot_file(self._snapshot_path(snap.meta.index), snap)
         self.store.reset(snap.meta)
         self._sm.restore(snap.data)
         self.core.set_snapshot(snap)
+        self._prune_snapshots(snap.meta.index)
+        self._applied_segment = None
         for idx in [i for i in self._pending if i <= snap.meta.index]:
             _, fut = self._pending.pop(idx)
             if not fut.done():
@@ -409,7 +462,17 @@ class DLedger:
     def _apply(self, entries: tuple[Any, ...]) -> None:
         sm_apply = self._sm.apply
         pending = self._pending
+        # Snapshot the state machine whenever applying crosses into a new
+        # segment: the state just before the segment's first entry is what a
+        # follower needs once retention deletes the segments before it.
+        seg = self._applied_segment
+        check = seg is None or self._segment_of(entries[-1].index) != seg
         for e in entries:
+            if check:
+                s = self._segment_of(e.index)
+                if seg is not None and s != seg and e.index > 1:
+                    self._boundary_snapshot(e.index - 1, self.store.body_position(e.index) - ENTRY_HEADER_BYTES)
+                seg = self._applied_segment = s
             result = sm_apply(e.index, e.data) if e.kind == EntryKind.NORMAL else None
             if pending:
                 waiting = pending.pop(e.index, None)

@@ -34,6 +34,7 @@ class NodeGroup:
         self.base_dir = base_dir
         self.flush = flush
         self.segment_bytes = segment_bytes
+        self.group_name = "itest"
         ports = free_ports(2 * size)
         self.ids = [f"n{i + 1}" for i in range(size)]
         self.raft_addr = {nid: f"127.0.0.1:{ports[i]}" for i, nid in enumerate(self.ids)}
@@ -48,7 +49,7 @@ class NodeGroup:
     def start(self, nid: str) -> None:
         assert nid not in self.procs or self.procs[nid].poll() is not None, f"{nid} is already running"
         self.base_dir.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "dledger.kvnode", "--id", nid, "--group", "itest",
+        cmd = [sys.executable, "-m", "dledger.kvnode", "--id", nid, "--group", self.group_name,
                "--peers", ",".join(f"{p}={a}" for p, a in self.raft_addr.items()),
                "--client-addr", self.client_addr[nid], "--data-dir", str(self.base_dir / nid),
                "--flush", self.flush, "--segment-bytes", str(self.segment_bytes)]

@@ -19,6 +19,7 @@ from typing import Any
 import msgpack
 import pytest
 
+from dledger import codec
 from dledger.kvnode import KvClient
 
 NodeGroup = Any  # conftest.NodeGroup, handed out by the node_group fixture
@@ -239,16 +240,29 @@ async def test_follower_sigkill_then_restart_catches_up(node_group: Any) -> None
     await _assert_no_acked_lost(group, group.ids, load.acked)
 
 
-def _garbage_payloads() -> list[bytes]:
+def _frame(body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + body
+
+
+def _garbage_payloads(node: str, peer: str, group_name: str) -> list[bytes]:
+    """Byte strings to throw at ``node``'s Raft port: before a hello, and after
+    a well-formed hello in which we pass for its peer ``peer``."""
     rng = random.Random(7)
+    hello = _frame(codec.encode_hello(peer, group_name))
     return [
         bytes(rng.getrandbits(8) for _ in range(64 << 10)),  # noise
         b"\xff\xff\xff\xff" + b"x" * 100,  # a length prefix of 4 GiB
-        struct.pack(">I", 16) + b"\xc1" * 16,  # a sane length, undecodable msgpack (0xc1 is never used)
-        struct.pack(">I", 12) + msgpack.packb({"type": "bogus", "x": [1, 2]}).ljust(12, b"\x00"),
-        (lambda b: struct.pack(">I", len(b)) + b)(msgpack.packb([99, "n1", "n2", 1 << 40, None])),
+        _frame(b"\xc1" * 16),  # a sane length, undecodable msgpack (0xc1 is never used)
+        _frame(msgpack.packb({"type": "bogus", "x": [1, 2]})),
+        _frame(msgpack.packb([99, "n1", "n2", 1 << 40, None])),
         b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
         b"",  # connect and close at once
+        _frame(codec.encode_hello(peer, "another-group")),  # a stranger's hello
+        hello + bytes(rng.getrandbits(8) for _ in range(4096)),  # a peer's hello, then noise
+        hello + _frame(b"\xc1" * 64),
+        hello + _frame(msgpack.packb([1, 2, 3])),  # decodable, not a message
+        hello + b"\x7f\xff\xff\xff",  # a frame announced at 2 GiB
+        hello + b"\x00\x00\x00\x10" + b"\x00" * 8,  # a frame cut short by EOF
     ]
 
 
@@ -274,11 +288,16 @@ async def test_garbage_on_raft_port_does_not_disturb_the_group(node_group: Any) 
 
     loop = asyncio.get_running_loop()
     for nid in group.ids:  # the leader and the followers
-        for data in _garbage_payloads():
+        # Posing as the leader to a follower is the worst case: dropping that
+        # connection tells the follower its leader may be gone.
+        peer = leader if nid != leader else next(n for n in group.ids if n != leader)
+        for data in _garbage_payloads(nid, peer, group.group_name):
             await loop.run_in_executor(None, _send_garbage, group.raft_addr[nid], data)
 
     assert group.running() == group.ids, "a node died of garbage on its Raft port"
-    assert await group.leader() == leader
+    # A follower that lost its leader's connection may start a pre-vote; the
+    # others still hear from the leader and deny it, so nothing changes.
+    assert await group.wait_leader(timeout_s=10) == leader
     status = await group.ask(leader, "status")
     assert status is not None and status["term"] == term_before, "garbage caused an election"
 
