@@ -62,6 +62,7 @@ class BrokerConfig:
     flush: str = "async"
     segment_bytes: int = 1 << 30
     retention_hours: float = 72.0  # CommitLog segments older than this are deleted
+    retention_check_interval_ms: int = 10_000
     checkpoint_interval_ms: int = 1000  # how often applied state is checkpointed
     tick_ms: int = 50
     heartbeat_ticks: int = 2

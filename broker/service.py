@@ -97,6 +97,8 @@ class Broker:
         self.config = config
         self.limits = config.limits
         self.state = BrokerState(config.data_dir, config.group, self._position_of)
+        # Retention works in time marks: a few hundred per retention period.
+        self.state.mark_interval_ms = max(1, min(60_000, int(config.retention_hours * 3600 * 1000 / 100)))
         applied = self.state.load_checkpoint()
         self._waiters = _QueueWaiters()
         self.state.listener = self._waiters
@@ -133,6 +135,7 @@ class Broker:
     async def start(self) -> None:
         await self.log.start()
         self._tasks.append(asyncio.create_task(self._checkpointer(), name="broker-checkpoint"))
+        self._tasks.append(asyncio.create_task(self._retention(), name="broker-retention"))
 
     async def stop(self) -> None:
         for t in self._tasks:
@@ -147,6 +150,21 @@ class Broker:
             self.state.checkpoint()
         finally:
             self.state.close()
+
+    async def _retention(self) -> None:
+        """Delete CommitLog segments whose messages are all older than the
+        retention time (RocketMQ's fileReservedTime), on every node."""
+        retention_ms = int(self.config.retention_hours * 3600 * 1000)
+        while True:
+            await asyncio.sleep(self.config.retention_check_interval_ms / 1000)
+            upto = self.state.retention_index(int(time.time() * 1000) - retention_ms)
+            if upto < self.log.store.first_index():
+                continue
+            self.state.checkpoint()  # the ConsumeQueues must be durable before the log they index goes
+            first = self.log.compact(upto)
+            if first > 1:
+                self.state.expire_before(first - 1, self.log.first_position())
+                log.info("node=%s retention: log now starts at index %d", self.config.node_id, first)
 
     async def _checkpointer(self) -> None:
         period = self.config.checkpoint_interval_ms / 1000

@@ -60,6 +60,12 @@ class BrokerState:
         self.offsets: dict[tuple[str, str, int], int] = {}
         self.dedup: OrderedDict[str, OrderedDict[tuple[int, int], ProduceResult]] = OrderedDict()
         self.applied_index = 0
+        # Retention marks: (store_ts_ms, index) of the first produce entry at least
+        # ``mark_interval_ms`` after the previous mark. Entries before a mark's
+        # index were stored before its time, so retention can map "older than T"
+        # to a log index without reading the log.
+        self.time_marks: list[tuple[int, int]] = []
+        self.mark_interval_ms = 60_000
         self.listener: ApplyListener | None = None
         self._dirty = False
 
@@ -95,6 +101,8 @@ class BrokerState:
             # this is only reachable through a bug. Refuse deterministically.
             log.error("index=%d produce to unknown topic/queue %s/%d ignored", index, cmd.topic, cmd.queue_id)
             return []
+        if not self.time_marks or cmd.store_ts_ms >= self.time_marks[-1][0] + self.mark_interval_ms:
+            self.time_marks.append((cmd.store_ts_ms, index))
         base = self._position_of(index) + len(payload) - len(cmd.records)
         sizes = record_sizes(cmd.records)
         cq = self.cq.queue(cmd.topic, cmd.queue_id)
@@ -142,10 +150,12 @@ class BrokerState:
             "dedup": [[p, [[s, part, r] for (s, part), r in seen.items()]] for p, seen in self.dedup.items()],
             "queues": [[t, q, self.cq.queue(t, q).max_offset] for t, n in self.topics.items() for q in range(n)],
             "index_marker": self.index.marker(),
+            "time_marks": self.time_marks,
         }
 
     def _load_doc(self, doc: dict[str, Any]) -> None:
         self.applied_index = doc["index"]
+        self.time_marks = [tuple(m) for m in doc.get("time_marks", [])]  # type: ignore[misc]
         self.topics = dict(doc["topics"])
         self.offsets = {(g, t, q): o for g, t, q, o in doc["offsets"]}
         self.dedup = OrderedDict(
@@ -195,6 +205,7 @@ class BrokerState:
         self.cq = ConsumeQueueStore(self._data, entries_per_file=self._cq_entries_per_file)
         self.index = IndexStore(self._data / "index")
         self.topics, self.offsets, self.dedup = {}, {}, OrderedDict()
+        self.time_marks = []
         self.applied_index = 0
         self._dirty = False
 
@@ -208,6 +219,23 @@ class BrokerState:
         self._load_doc(doc)
         self.cq.reset_all({(t, q): m for t, q, m in doc["queues"]})
         self.index.truncate_to(self.index.empty_marker())
+        self._dirty = True
+
+    def retention_index(self, cutoff_ms: int) -> int:
+        """The highest log index whose messages were all stored before ``cutoff_ms``."""
+        best = 0
+        for ts, index in self.time_marks:
+            if ts > cutoff_ms:
+                break
+            best = index - 1
+        return best
+
+    def expire_before(self, index: int, first_position: int) -> None:
+        """The log now starts at ``first_position``: drop ConsumeQueue and
+        IndexFile entries that point before it, and marks that are gone."""
+        self.cq.delete_before(first_position)
+        self.index.delete_before(first_position)
+        self.time_marks = [m for m in self.time_marks if m[1] > index]
         self._dirty = True
 
     def close(self) -> None:
