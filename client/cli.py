@@ -52,6 +52,87 @@ def bench_log(args: tuple[str, ...]) -> None:
     _exec_module("dledger.bench", args)
 
 
+def _ints(text: str, name: str) -> list[int]:
+    try:
+        vals = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a comma-separated list of integers", param_hint=name)
+    if not vals or any(v < 1 for v in vals):
+        raise click.BadParameter("values must be positive integers", param_hint=name)
+    return vals
+
+
+def _bench_targets(servers: tuple[str, ...], flush: str) -> list[tuple[str, list[str] | None]]:
+    if servers:
+        return [("server", list(servers))]
+    flushes = [f.strip() for f in flush.split(",") if f.strip()]
+    if not flushes or any(f not in ("async", "sync") for f in flushes):
+        raise click.BadParameter("use async, sync or async,sync", param_hint="--flush")
+    return [(f, None) for f in flushes]
+
+
+@bench.command("produce")
+@click.option("--server", "servers", multiple=True, help="A node URL of a running group (repeatable). "
+              "Without it, a local 3-node group is started for each --flush policy.")
+@click.option("--flush", default="async,sync", show_default=True, help="Flush policies of the local group.")
+@click.option("--batch", default="1,16,128", show_default=True, help="Messages per request (comma-separated).")
+@click.option("--producers", default="1,8", show_default=True, help="Concurrent producers (comma-separated).")
+@click.option("--duration", type=click.FloatRange(1, 600), default=5.0, show_default=True, help="Seconds per run.")
+@click.option("--message-bytes", type=click.IntRange(1, 4 << 20), default=1024, show_default=True)
+@click.option("--topic", default="bench", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per measurement.")
+def bench_produce(servers: tuple[str, ...], flush: str, batch: str, producers: str, duration: float,
+                  message_bytes: int, topic: str, as_json: bool) -> None:
+    """Produce throughput and latency over the HTTP API (msgpack)."""
+    import asyncio
+
+    from client import bench as b
+
+    batches, clients = _ints(batch, "--batch"), _ints(producers, "--producers")
+
+    def run(urls: list[str], label: str) -> None:
+        for n in batches:
+            for c in clients:
+                b.emit(asyncio.run(b.produce(urls, topic, 8, n, c, duration, message_bytes, label)), as_json)
+
+    for label, urls in _bench_targets(servers, flush):
+        try:
+            if urls is None:
+                b.with_local_group(label, lambda u: run(u, label))
+            else:
+                run(urls, label)
+        except (cluster_mod.ClusterError, RuntimeError, OSError) as exc:
+            _fail(exc)
+
+
+@bench.command("consume")
+@click.option("--server", "servers", multiple=True, help="A node URL of a running group (repeatable).")
+@click.option("--flush", default="async", show_default=True, help="Flush policies of the local group.")
+@click.option("--messages", type=click.IntRange(1000, 10_000_000), default=200_000, show_default=True)
+@click.option("--queues", type=click.IntRange(1, 64), default=8, show_default=True)
+@click.option("--message-bytes", type=click.IntRange(1, 4 << 20), default=1024, show_default=True)
+@click.option("--topic", default="bench", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per measurement.")
+def bench_consume(servers: tuple[str, ...], flush: str, messages: int, queues: int, message_bytes: int,
+                  topic: str, as_json: bool) -> None:
+    """Fill a topic, then time reading it all back (one reader per queue, 1024 per pull)."""
+    import asyncio
+
+    from client import bench as b
+
+    for label, urls in _bench_targets(servers, flush):
+        def run(u: list[str], label: str = label) -> None:
+            b.emit(asyncio.run(b.consume(u, topic, queues, messages, message_bytes, label, queues)), as_json)
+
+        try:
+            if urls is None:
+                b.with_local_group(label, run)
+            else:
+                run(urls)
+        except (cluster_mod.ClusterError, RuntimeError, OSError) as exc:
+            _fail(exc)
+
+
 # ----------------------------------------------------------------------
 # cluster
 # ----------------------------------------------------------------------

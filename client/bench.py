@@ -1,0 +1,183 @@
+"""``raftmq bench produce`` and ``raftmq bench consume``: HTTP API throughput and
+latency against a broker group, with msgpack on the wire as the client uses.
+
+Without ``--server`` a local 3-node group is started in a temporary
+directory (``raftmq cluster up --detach``) with the given ``--flush`` policy,
+and stopped at the end. Each measurement prints one line (or one JSON object
+with ``--json``): messages/s, MB/s and request latency p50/p99. Figures only:
+nothing here asserts a speed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import aiohttp
+import msgpack
+
+from client import cluster as cluster_mod
+
+MSGPACK = "application/msgpack"
+
+
+@dataclass(slots=True)
+class Result:
+    bench: str
+    flush: str
+    batch: int
+    producers: int
+    messages: int
+    seconds: float
+    messages_per_s: float
+    mb_per_s: float
+    p50_ms: float | None
+    p99_ms: float | None
+
+
+def _pct(samples: list[float], q: float) -> float | None:
+    if not samples:
+        return None
+    s = sorted(samples)
+    return round(s[min(len(s) - 1, int(q * len(s)))] * 1000, 3)
+
+
+async def _leader(session: aiohttp.ClientSession, urls: list[str]) -> str:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        for u in urls:
+            try:
+                async with session.get(u + "/v1/health") as r:
+                    h = await r.json()
+                    if h.get("role") == "leader":
+                        return u
+                    if h.get("leader_url"):
+                        return h["leader_url"]
+            except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+                continue
+        await asyncio.sleep(0.1)
+    raise RuntimeError("no leader found")
+
+
+async def _post(session: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> Any:
+    async with session.post(url, data=msgpack.packb(body, use_bin_type=True),
+                            headers={"Content-Type": MSGPACK, "Accept": MSGPACK}) as r:
+        payload = msgpack.unpackb(await r.read(), raw=False)
+        if r.status != 200:
+            raise RuntimeError(f"{url}: {r.status} {payload}")
+        return payload
+
+
+async def ensure_topic(session: aiohttp.ClientSession, leader: str, topic: str, queues: int) -> None:
+    async with session.post(leader + "/v1/topics", json={"name": topic, "queues": queues}) as r:
+        if r.status not in (200, 409):
+            raise RuntimeError(f"creating topic {topic}: {r.status} {await r.text()}")
+
+
+async def produce(urls: list[str], topic: str, queues: int, batch: int, producers: int, duration_s: float,
+                  message_bytes: int, flush: str) -> Result:
+    conn = aiohttp.TCPConnector(limit=producers + 4)
+    async with aiohttp.ClientSession(connector=conn) as session:
+        leader = await _leader(session, urls)
+        await ensure_topic(session, leader, topic, queues)
+        url = f"{leader}/v1/topics/{topic}/messages"
+        body = os.urandom(message_bytes // 2).hex().encode()[:message_bytes]
+        req = {"messages": [{"body": body} for _ in range(batch)]}
+        lat: list[float] = []
+        count = 0
+        stop_at = time.monotonic() + duration_s
+        warm_until = time.monotonic() + min(1.0, duration_s / 5)
+
+        async def worker() -> None:
+            nonlocal count
+            while True:
+                t0 = time.monotonic()
+                if t0 >= stop_at:
+                    return
+                await _post(session, url, req)
+                t1 = time.monotonic()
+                if t0 >= warm_until:
+                    lat.append(t1 - t0)
+                    count += batch
+
+        await asyncio.gather(*(worker() for _ in range(producers)))
+        seconds = duration_s - (warm_until - (stop_at - duration_s))
+    rate = count / seconds
+    return Result("produce", flush, batch, producers, count, round(seconds, 2), round(rate),
+                  round(rate * message_bytes / 1e6, 1), _pct(lat, 0.5), _pct(lat, 0.99))
+
+
+async def consume(urls: list[str], topic: str, queues: int, messages: int, message_bytes: int, flush: str,
+                  readers: int) -> Result:
+    """Fill the topic with ``messages`` messages (batched), then read them all
+    back with one reader per queue (``max=1024``, msgpack) and time the reads."""
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=queues + 8)) as session:
+        leader = await _leader(session, urls)
+        topic = f"{topic}-c{int(time.time())}"
+        await ensure_topic(session, leader, topic, queues)
+        body = b"c" * message_bytes
+        per_req = 256
+        sem = asyncio.Semaphore(8)
+
+        async def fill(q: int, n: int) -> None:
+            while n > 0:
+                k = min(per_req, n)
+                async with sem:
+                    await _post(session, f"{leader}/v1/topics/{topic}/messages",
+                                {"messages": [{"body": body, "queue_id": q}] * k})
+                n -= k
+
+        share = messages // queues
+        await asyncio.gather(*(fill(q, share) for q in range(queues)))
+        lat: list[float] = []
+        got = 0
+
+        async def read(q: int) -> None:
+            nonlocal got
+            offset = 0
+            while offset < share:
+                t0 = time.monotonic()
+                async with session.get(f"{leader}/v1/topics/{topic}/queues/{q}/messages",
+                                       params={"offset": offset, "max": 1024}, headers={"Accept": MSGPACK}) as r:
+                    page = msgpack.unpackb(await r.read(), raw=False)
+                lat.append(time.monotonic() - t0)
+                got += len(page["messages"])
+                offset = page["next_offset"]
+
+        t0 = time.monotonic()
+        await asyncio.gather(*(read(q) for q in range(queues)))
+        seconds = time.monotonic() - t0
+    rate = got / seconds
+    return Result("consume", flush, 1024, queues, got, round(seconds, 2), round(rate),
+                  round(rate * message_bytes / 1e6, 1), _pct(lat, 0.5), _pct(lat, 0.99))
+
+
+def with_local_group(flush: str, fn: Callable[[list[str]], Any]) -> Any:
+    """Run ``fn(urls)`` against a fresh local 3-node group with ``flush``."""
+    base = Path(tempfile.mkdtemp(prefix="raftmq-bench-"))
+    try:
+        cluster_mod.up(base, 3, None, None, flush, "bench", detach=True, echo=lambda *_: None)
+        _, _, specs = cluster_mod.load_state(base)
+        return fn([n.http_url for n in specs])
+    finally:
+        try:
+            cluster_mod.down(base, echo=lambda *_: None)
+        finally:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+def emit(r: Result, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(asdict(r)), flush=True)
+    else:
+        p50 = "-" if r.p50_ms is None else f"{r.p50_ms:.2f}"
+        p99 = "-" if r.p99_ms is None else f"{r.p99_ms:.2f}"
+        print(f"{r.bench:8} flush={r.flush:5} batch={r.batch:<5} clients={r.producers:<3} "
+              f"{r.messages_per_s:>9,.0f} msg/s {r.mb_per_s:>7.1f} MB/s  p50 {p50} ms  p99 {p99} ms", flush=True)
