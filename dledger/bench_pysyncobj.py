@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             self.crc = 0
             super().__init__(self_addr, partners, conf)
 
-        @replicated  # type: ignore[misc]
+        @replicated  # type: ignore[untyped-decorator]
         def append(self, data: bytes) -> int:
             self.count += 1
             self.crc = zlib.crc32(data, self.crc)

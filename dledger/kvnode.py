@@ -86,7 +86,8 @@ class KvStateMachine:
                 self.kv[key] = value
 
     def snapshot(self) -> bytes:
-        return msgpack.packb([self.applied, self.last_index, self.digest, list(self.kv.items())])
+        data: bytes = msgpack.packb([self.applied, self.last_index, self.digest, list(self.kv.items())])
+        return data
 
     def restore(self, data: bytes) -> None:
         applied, last_index, digest, items = msgpack.unpackb(data, raw=False, strict_map_key=False)

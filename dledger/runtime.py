@@ -272,7 +272,7 @@ class DLedger:
         return self.core.applied_index
 
     def status(self) -> dict[str, Any]:
-        st = self.core.status()
+        st: dict[str, Any] = dict(self.core.status())
         st["group"] = self.config.group
         leader = st.get("leader_id")
         st["leader_addr"] = self.config.peers.get(leader) if leader else None
@@ -281,9 +281,9 @@ class DLedger:
         if self.core.role is Role.LEADER:
             last = self.core.last_index
             st["peers"] = {
-                p: {"match_index": pr["match_index"], "lag": last - int(pr["match_index"]),  # type: ignore[call-overload]
+                p: {"match_index": pr["match_index"], "lag": last - int(pr["match_index"]),
                     "state": pr["state"], "next_index": pr["next_index"], "inflight": pr["inflight"]}
-                for p, pr in st.pop("progress").items()  # type: ignore[union-attr]
+                for p, pr in st.pop("progress").items()
             }
         return st
 

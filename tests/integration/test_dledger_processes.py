@@ -284,7 +284,7 @@ async def test_garbage_on_raft_port_does_not_disturb_the_group(node_group: Any) 
     group: NodeGroup = node_group()
     group.start_all()
     leader = await group.wait_leader(timeout_s=15)
-    term_before = (await group.ask(leader, "status"))["term"]  # type: ignore[index]
+    term_before = (await group.ask(leader, "status"))["term"]
 
     loop = asyncio.get_running_loop()
     for nid in group.ids:  # the leader and the followers
