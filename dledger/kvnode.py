@@ -265,22 +265,10 @@ class KvServer:
 
     def _propose(self, rid: Any, payload: bytes, reply: Callable[[bytes], None]) -> None:
         frame = self._frame
-        try:
-            fut = self._node.propose_future(payload)  # no task per proposal: see DLedger.propose_future
-        except NotLeader as exc:
-            reply(frame([rid, "not_leader", exc.leader_id]))
-            return
-        except DLedgerError as exc:
-            reply(frame([rid, "error", repr(exc)]))
-            return
 
-        def done(f: asyncio.Future[Any]) -> None:
-            if f.cancelled():
-                reply(frame([rid, "error", "node stopping"]))
-                return
-            exc = f.exception()
-            if exc is None:
-                reply(frame([rid, "ok", f.result()[0]]))
+        def done(result: tuple[int, Any] | None, exc: BaseException | None) -> None:
+            if result is not None:
+                reply(frame([rid, "ok", result[0]]))
             elif isinstance(exc, LeadershipLost):
                 reply(frame([rid, "lost", str(exc)]))
             elif isinstance(exc, ProposalDropped):
@@ -288,7 +276,13 @@ class KvServer:
             else:
                 reply(frame([rid, "error", repr(exc)]))
 
-        fut.add_done_callback(done)
+        try:
+            # No future or task per proposal: see DLedger.propose_with_callback.
+            self._node.propose_with_callback(payload, done)
+        except NotLeader as exc:
+            reply(frame([rid, "not_leader", exc.leader_id]))
+        except DLedgerError as exc:
+            reply(frame([rid, "error", repr(exc)]))
 
 
 # ---------------------------------------------------------------------------

@@ -23,7 +23,7 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Protocol
+from typing import Any, Callable, Mapping, Protocol
 
 from dledger.core.messages import EntryKind, Message, NodeId, Snapshot, SnapshotMeta
 from dledger.core.raft import CoreConfig, RaftCore, Role
@@ -147,6 +147,43 @@ def _read_snapshot_file(path: Path) -> Snapshot | None:
     return Snapshot(SnapshotMeta(index, term, next_pos), raw[_SNAP_HEADER.size :])
 
 
+class _Waiter(Protocol):
+    """What a pending proposal is resolved through: an asyncio future or a
+    ``_CallbackWaiter``."""
+
+    def done(self) -> bool: ...
+
+    def set_result(self, result: tuple[int, Any]) -> None: ...
+
+    def set_exception(self, exc: BaseException) -> None: ...
+
+
+class _CallbackWaiter:
+    """Resolves a proposal by calling a function at once (see ``propose_with_callback``)."""
+
+    __slots__ = ("_callback", "_done")
+
+    def __init__(self, callback: Callable[[tuple[int, Any] | None, BaseException | None], None]) -> None:
+        self._callback = callback
+        self._done = False
+
+    def done(self) -> bool:
+        return self._done
+
+    def set_result(self, result: tuple[int, Any]) -> None:
+        self._resolve(result, None)
+
+    def set_exception(self, exc: BaseException) -> None:
+        self._resolve(None, exc)
+
+    def _resolve(self, result: tuple[int, Any] | None, exc: BaseException | None) -> None:
+        self._done = True
+        try:
+            self._callback(result, exc)
+        except Exception:  # the caller's bug must not stop the ready loop
+            log.exception("proposal callback failed")
+
+
 class DLedger:
     """A replicated log node. The broker uses only this class (see ``dledger.__all__``)."""
 
@@ -188,7 +225,7 @@ class DLedger:
             config.transport,
             on_peer_down=self._on_peer_down,
         )
-        self._pending: dict[int, tuple[int, asyncio.Future[tuple[int, Any]]]] = {}
+        self._pending: dict[int, tuple[int, _Waiter]] = {}
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop  # set by start()
         self._tasks: list[asyncio.Task[None]] = []
@@ -255,6 +292,20 @@ class DLedger:
         self._pending[index] = (self.core.term, fut)
         self._wake.set()
         return fut
+
+    def propose_with_callback(self, payload: bytes,
+                              callback: Callable[[tuple[int, Any] | None, BaseException | None], None]) -> None:
+        """``propose`` for the hottest callers: appends now (raising NotLeader or
+        NodeStopped at once), then calls ``callback((index, result), None)`` or
+        ``callback(None, exc)`` synchronously from the ready loop, exactly once.
+        No future, no scheduled callback: one event loop iteration less before
+        the caller can answer its client. ``callback`` must be quick and must
+        not raise (an exception is logged and ignored)."""
+        if not self._running:
+            raise NodeStopped("node is not running")
+        index = self.core.propose(payload)  # raises NotLeader
+        self._pending[index] = (self.core.term, _CallbackWaiter(callback))
+        self._wake.set()
 
     async def transfer_leadership(self, node_id: str) -> None:
         self.core.transfer_leadership(NodeId(node_id))
