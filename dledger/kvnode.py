@@ -155,14 +155,18 @@ class _BatchedWriter:
         self._scheduled = False
         self._loop = loop
 
-    def write(self, frame: bytes) -> None:
+    def write(self, frame: bytes, now: bool = False) -> None:
+        """Queue ``frame``; with ``now``, write it (and whatever is queued) at
+        once instead of at the end of the loop iteration."""
         self._out.append(frame)
-        if not self._scheduled:
+        if now:
+            self._flush()
+        elif not self._scheduled:
             self._scheduled = True
             self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
-        self._scheduled = False
+        self._scheduled = False  # a scheduled call that finds nothing left does nothing
         out, self._out = self._out, []
         if out and not self._transport.is_closing():
             self._transport.write(b"".join(out))
@@ -175,6 +179,7 @@ class _ClientConnection(asyncio.Protocol):
     def __init__(self, server: KvServer) -> None:
         self._server = server
         self._reader = FrameReader()
+        self._unanswered = 0  # requests read and not yet answered (each gets exactly one reply)
         self._writer: _BatchedWriter | None = None
         self._transport: asyncio.Transport | None = None
 
@@ -199,14 +204,19 @@ class _ClientConnection(asyncio.Protocol):
             assert self._transport is not None
             self._transport.close()
             return
+        self._unanswered += len(bodies)
         handle = self._server.handle
         reply = self._reply
         for body in bodies:
             handle(body, reply)
 
     def _reply(self, frame: bytes) -> None:
+        self._unanswered -= 1
         if self._writer is not None:
-            self._writer.write(frame)
+            # The last answer the client waits for goes out at once (one loop
+            # iteration sooner: latency); answers with more to come are
+            # gathered into one write per iteration (throughput).
+            self._writer.write(frame, now=self._unanswered == 0)
 
 
 class KvServer:
