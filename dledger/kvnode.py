@@ -455,8 +455,9 @@ class KvClient:
             raise self._closed_exc or ConnectionError("not connected")
         self._next_id += 1
         rid = self._next_id
+        alone = not self._callbacks  # nothing else in flight: send now rather than at the end of the iteration
         self._callbacks[rid] = callback
-        self._writer.write(self._frame([rid, *request]))
+        self._writer.write(self._frame([rid, *request]), now=alone)
 
     async def request(self, request: list[Any]) -> tuple[str, Any]:
         fut: asyncio.Future[tuple[str, Any]] = asyncio.get_running_loop().create_future()
