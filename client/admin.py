@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
-from typing import Any, Iterable
+from typing import Any, Iterable, cast
 
 from client.consumer import ReceivedMessage, committed_offsets, group_path, topic_path
 from client.errors import RaftMQError
@@ -39,19 +39,19 @@ class Admin:
     async def create_topic(self, name: str, queues: int = 4) -> dict[str, Any]:
         """Create a topic (the same settings again is fine); raises ``TopicExists``
         if it exists with another queue count. Returns ``describe_topic``'s answer."""
-        return await self.transport.call("POST", "/v1/topics", {"name": name, "queues": queues}, write=True)
+        return cast(dict[str, Any], await self.transport.call("POST", "/v1/topics", {"name": name, "queues": queues}, write=True))
 
     async def update_topic(self, name: str, queues: int) -> dict[str, Any]:
         """Grow a topic to ``queues`` queues (queues never shrink)."""
-        return await self.transport.call("PUT", topic_path(name), {"queues": queues}, write=True)
+        return cast(dict[str, Any], await self.transport.call("PUT", topic_path(name), {"queues": queues}, write=True))
 
     async def list_topics(self) -> list[dict[str, Any]]:
         """``[{"name", "queues"}]``, sorted by name."""
-        return (await self.transport.call("GET", "/v1/topics")).get("topics", [])
+        return cast(list[dict[str, Any]], (await self.transport.call("GET", "/v1/topics")).get("topics", []))
 
     async def describe_topic(self, name: str) -> dict[str, Any]:
         """``{"name", "queues", "queue_offsets": [{"queue_id", "min_offset", "max_offset"}]}``."""
-        return await self.transport.call("GET", topic_path(name))
+        return cast(dict[str, Any], await self.transport.call("GET", topic_path(name)))
 
     # -- consumer groups -----------------------------------------------------------------
     async def offsets(self, group: str, topic: str) -> dict[int, int | None]:
@@ -60,12 +60,12 @@ class Admin:
 
     async def lag(self, group: str, topic: str) -> dict[str, Any]:
         """``{"group", "topic", "lag": total, "queues": [{"queue_id", "committed_offset", "max_offset", "lag"}]}``."""
-        return await self.transport.call("GET", f"{group_path(group)}/lag", params={"topic": topic})
+        return cast(dict[str, Any], await self.transport.call("GET", f"{group_path(group)}/lag", params={"topic": topic}))
 
     async def members(self, group: str, topic: str) -> list[dict[str, Any]]:
         """Live consumers of the group on the topic: ``[{"client_id", "last_heartbeat_ms"}]`` (asks the leader)."""
         res = await self.transport.call("GET", f"{group_path(group)}/members", params={"topic": topic})
-        return res.get("members", [])
+        return cast(list[dict[str, Any]], res.get("members", []))
 
     # -- messages -------------------------------------------------------------------------
     async def get_message(self, msg_id: str) -> ReceivedMessage:
@@ -85,7 +85,7 @@ class Admin:
     async def cluster(self) -> dict[str, Any]:
         """``{"group", "leader_id", "leader_url", "term", "members": [{"id", "http_url", "raft_addr", "role",
         "match_index", "lag"}]}`` as the node asked sees it."""
-        return await self.transport.call("GET", "/v1/cluster")
+        return cast(dict[str, Any], await self.transport.call("GET", "/v1/cluster"))
 
     async def health(self) -> dict[str, dict[str, Any] | None]:
         """``GET /v1/health`` of every known node, by URL (None for a node that did not answer)."""
@@ -93,7 +93,7 @@ class Admin:
 
         async def one(url: str) -> dict[str, Any] | None:
             try:
-                return await self.transport.call("GET", "/v1/health", url=url, deadline_s=2.0)
+                return cast(dict[str, Any], await self.transport.call("GET", "/v1/health", url=url, deadline_s=2.0))
             except RaftMQError:
                 return None
 

@@ -49,10 +49,10 @@ import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 from urllib.parse import quote
 
-from client.errors import OffsetOutOfRange, RaftMQError, Rejected, Timeout
+from client.errors import OffsetOutOfRange, RaftMQError, Timeout
 from client.http import Transport, TransportConfig, split_options
 
 log = logging.getLogger(__name__)
@@ -431,9 +431,9 @@ class PushConsumer:
         self._rebalance_needed = asyncio.Event()
         self._lock_now = asyncio.Event()
         await self.transport.start()
-        self._queue_ids = sorted(await queue_bounds(self.transport, self.topic))
-        self._running = True
         try:
+            self._queue_ids = sorted(await queue_bounds(self.transport, self.topic))
+            self._running = True
             if self.broadcasting:
                 await self._assign(self._queue_ids)
             else:
@@ -757,7 +757,8 @@ class PushConsumer:
 
     def _retry_delay_s(self, attempt: int) -> float:
         cfg = self.config
-        return min(cfg.retry_backoff_max_ms, cfg.retry_backoff_initial_ms * 2 ** min(attempt - 1, 16)) / 1000
+        delay_ms: int = min(cfg.retry_backoff_max_ms, cfg.retry_backoff_initial_ms * 2 ** min(attempt - 1, 16))
+        return delay_ms / 1000
 
     # -- orderly ------------------------------------------------------------------------------
     async def _wait_locked(self, work: _QueueWork) -> None:

@@ -91,17 +91,20 @@ class TransportConfig:
             raise ValueError("down_ms and max_server_errors: must not be negative")
 
 
-def split_options(component: Any, transport: TransportConfig | None, options: Mapping[str, Any]) -> tuple[Any, TransportConfig]:
+C = TypeVar("C")
+
+
+def split_options(component: C, transport: TransportConfig | None, options: Mapping[str, Any]) -> tuple[C, TransportConfig]:
     """Apply keyword ``options`` to a component's config dataclass and to its
     ``TransportConfig`` (each option goes to whichever declares the field)."""
     from dataclasses import fields, replace
 
-    own = {f.name for f in fields(component)}
+    own = {f.name for f in fields(component)}  # type: ignore[arg-type]
     tr = {f.name for f in fields(TransportConfig)}
     unknown = set(options) - own - tr
     if unknown:
         raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
-    component = replace(component, **{k: v for k, v in options.items() if k in own})
+    component = replace(component, **{k: v for k, v in options.items() if k in own})  # type: ignore[type-var]
     transport = replace(transport or TransportConfig(), **{k: v for k, v in options.items() if k in tr and k not in own})
     return component, transport
 
@@ -270,7 +273,7 @@ class Transport:
 
     def _backoff_s(self, n: int, retry_after_s: float | None) -> float:
         cfg = self.config
-        d = min(cfg.backoff_max_ms, cfg.backoff_initial_ms * (2 ** min(n, 16))) / 1000
+        d: float = min(cfg.backoff_max_ms, cfg.backoff_initial_ms * (2 ** min(n, 16))) / 1000
         if retry_after_s is not None:
             d = min(d, retry_after_s)
         return d * (0.5 + self._rng.random() / 2)
@@ -313,11 +316,9 @@ class Transport:
             attempt_s = min(remaining, cfg.request_timeout_ms / 1000 + extra_timeout_s)
             timeout = aiohttp.ClientTimeout(total=attempt_s, connect=min(attempt_s, cfg.connect_timeout_ms / 1000))
             self.stats["requests"] += 1
-            sent = False
             try:
                 async with session.request(method, node + path, data=data, params=qs, headers=headers,
                                            timeout=timeout, allow_redirects=False) as resp:
-                    sent = True
                     payload = await resp.read()
                     status = resp.status
                     ctype = resp.content_type

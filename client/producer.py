@@ -17,7 +17,10 @@ request per flush:
 A lane is flushed when it holds ``batch_max_messages`` messages or
 ``batch_max_bytes`` bytes, or ``linger_ms`` after its first message arrived.
 While every request slot is busy the lane keeps filling, so under load batches
-grow by themselves. Each caller gets its own ``SendResult``: results come back
+grow by themselves. A round-robin lane holding at least twice
+``split_min_messages`` goes out as two requests rather than one, so that with
+many sends outstanding two requests are in flight and the broker's stages
+(parse, replicate, apply) overlap instead of taking turns with the client. Each caller gets its own ``SendResult``: results come back
 in request order and are matched by position.
 
 Idempotence (default). The producer has an id (a uuid) and numbers its
@@ -92,6 +95,7 @@ class ProducerConfig:
     producer_id: str | None = None  # default: a fresh uuid4 per Producer
     dedup_window: int = 96  # request parts that may be awaiting an answer at once; keep below the broker's 128
     max_sharding_keys_per_batch: int = 32  # distinct sharding keys per request (bounds its parts)
+    split_min_messages: int = 256  # round robin: a lane of >= 2x this many goes as two requests (pipelining); 0: off
 
     def __post_init__(self) -> None:
         if self.linger_ms < 0:
@@ -100,6 +104,8 @@ class ProducerConfig:
                      "max_sharding_keys_per_batch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be at least 1")
+        if self.split_min_messages < 0:
+            raise ValueError("split_min_messages: must not be negative")
         if self.max_sharding_keys_per_batch > self.dedup_window:
             raise ValueError("max_sharding_keys_per_batch: must not exceed dedup_window")
         if self.producer_id is not None and not self.producer_id:
@@ -203,7 +209,7 @@ class Producer:
                  transport_config: TransportConfig | None = None, transport: _Sender | None = None,
                  **options: Any) -> None:
         self.config, tcfg = split_options(config or ProducerConfig(), transport_config, options)
-        self._transport: _Sender = transport if transport is not None else Transport(urls, tcfg)
+        self._transport: _Sender | Transport = transport if transport is not None else Transport(urls, tcfg)
         self.producer_id = self.config.producer_id or uuid.uuid4().hex
         self._window = SequenceWindow(self.config.dedup_window)
         self._slots: asyncio.Semaphore | None = None
@@ -216,7 +222,7 @@ class Producer:
         self.stats = {"requests": 0, "splits": 0}
 
     @property
-    def transport(self) -> _Sender:
+    def transport(self) -> _Sender | Transport:
         return self._transport
 
     # -- lifecycle ----------------------------------------------------------------
@@ -379,6 +385,9 @@ class Producer:
         """The next batch from the front of the lane: (messages, futures, weight in dedup parts)."""
         max_n, max_bytes = self._batch_limit, self.config.batch_max_bytes
         n = len(lane.msgs)
+        split = self.config.split_min_messages
+        if split and lane.route is None and n >= 2 * split:
+            max_n = min(max_n, max(split, (n + 1) // 2))
         if n <= max_n and lane.nbytes <= max_bytes and len(lane.keys) <= self.config.max_sharding_keys_per_batch:
             msgs, futs, keys = lane.msgs, lane.futs, lane.keys
             lane.msgs, lane.futs, lane.sizes, lane.nbytes, lane.keys = [], [], [], 0, set()

@@ -263,3 +263,16 @@ async def test_closed_producer_refuses_sends() -> None:
     await p.close()
     with pytest.raises(RuntimeError):
         await p.send("t", b"x")
+
+
+async def test_large_round_robin_lane_goes_as_two_requests_in_flight_together() -> None:
+    ft = FakeTransport()
+    ft.hold = asyncio.Event()
+    async with Producer(["http://x:1"], transport=ft, linger_ms=5, split_min_messages=256) as p:
+        futs = [asyncio.ensure_future(p.send("t", b"%d" % i)) for i in range(600)]
+        await wait_until(lambda: len(ft.requests) == 2)
+        assert ft.in_flight == 2
+        ft.hold.set()
+        res = await asyncio.gather(*futs)
+    assert [len(r["messages"]) for r in ft.requests] == [300, 300]
+    assert [r.msg_id for r in res] == [f"id-{i}" for i in range(600)]
