@@ -14,7 +14,7 @@ CommitLog is ``entry body position + that start + the record's offset``.
 |---|---|
 | NOOP (0) | — |
 | PRODUCE (1) | topic, queue_id, store_ts_ms, producer_id or nil, sequence or nil, part, tag_hashes [i64], keys [[str]], records (bin) |
-| COMMIT_OFFSET (2) | group, topic, queue_id, offset |
+| COMMIT_OFFSET (2) | group, topic, queue_id, offset, reset (moves the offset back only when true) |
 | CREATE_TOPIC (3) | name, queues |
 | UPDATE_TOPIC (4) | name, queues |
 | HEARTBEAT (5) | group, client_id, expire_ts_ms (reserved for consumer groups) |
@@ -55,6 +55,7 @@ class CommitOffset:
     topic: str
     queue_id: int
     offset: int
+    reset: bool = False
 
 
 @dataclass(slots=True, frozen=True)
@@ -85,7 +86,7 @@ def encode(cmd: Command) -> bytes:
             use_bin_type=True,
         )
     if isinstance(cmd, CommitOffset):
-        return msgpack.packb([Kind.COMMIT_OFFSET, cmd.group, cmd.topic, cmd.queue_id, cmd.offset])
+        return msgpack.packb([Kind.COMMIT_OFFSET, cmd.group, cmd.topic, cmd.queue_id, cmd.offset, cmd.reset])
     if isinstance(cmd, CreateTopic):
         return msgpack.packb([Kind.CREATE_TOPIC, cmd.name, cmd.queues])
     if isinstance(cmd, UpdateTopic):
@@ -102,7 +103,7 @@ def decode(body: bytes) -> Command:
         if kind is Kind.PRODUCE:
             return Produce(obj[1], obj[2], obj[3], obj[4], obj[5], obj[6], obj[7], obj[8], obj[9])
         if kind is Kind.COMMIT_OFFSET:
-            return CommitOffset(obj[1], obj[2], obj[3], obj[4])
+            return CommitOffset(obj[1], obj[2], obj[3], obj[4], bool(obj[5]) if len(obj) > 5 else False)
         if kind is Kind.CREATE_TOPIC:
             return CreateTopic(obj[1], obj[2])
         if kind is Kind.UPDATE_TOPIC:

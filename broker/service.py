@@ -279,23 +279,22 @@ class Broker:
                 self._check_queue(topic, m.queue_id)
         self.require_leader()
         # Queue choice, stamped by the leader: explicit, by sharding key, or one
-        # round-robin queue for the whole request. Parts are numbered in queue
-        # order, so a retried request splits the same way (dedup key: id, seq, part).
-        by_queue: dict[int, list[int]] = {}
-        rr_queue: int | None = None
+        # round-robin queue for the rest of the request. Messages are grouped by
+        # that *choice* (not by the resulting queue), in order of first
+        # appearance, and each group is one command numbered by that order: a
+        # retried request is split the same way on any leader, whichever
+        # round-robin queue it picks, so dedup (producer, sequence, part) holds.
+        groups: dict[tuple[str, int], list[int]] = {}
         for i, m in enumerate(messages):
             if m.queue_id is not None:
-                q = m.queue_id
+                key = ("q", m.queue_id)
             elif m.sharding_key is not None:
-                q = sharding_queue(m.sharding_key, n)
+                key = ("q", sharding_queue(m.sharding_key, n))
             else:
-                if rr_queue is None:
-                    rr_queue = next(self._rr) % n
-                q = rr_queue
-            by_queue.setdefault(q, []).append(i)
-        explicit = rr_queue is None
+                key = ("rr", 0)
+            groups.setdefault(key, []).append(i)
         now = int(time.time() * 1000)
-        parts = sorted(by_queue.items()) if explicit else list(by_queue.items())
+        parts = [(next(self._rr) % n if kind == "rr" else q, idxs) for (kind, q), idxs in groups.items()]
         coros = []
         for part, (q, idxs) in enumerate(parts):
             if producer_id is not None and sequence is not None:
@@ -303,16 +302,8 @@ class Broker:
                 if prior is not None:
                     coros.append(_done(prior))
                     continue
-            msgs = [
-                Message(topic=topic, queue_id=q, body=messages[i].body, tags=messages[i].tags,
-                        keys=messages[i].keys, properties=messages[i].properties,
-                        born_ts_ms=messages[i].born_ts_ms or now, store_ts_ms=now,
-                        producer_id=producer_id, sequence=sequence)
-                for i in idxs
-            ]
-            cmd = Produce(topic, q, now, producer_id, sequence, part, [tag_hash(m.tags) for m in msgs],
-                          [list(m.keys) for m in msgs], encode_records(msgs))
-            coros.append(self._propose(cmd))
+            coros.append(self._propose(self._produce_command(topic, q, now, producer_id, sequence, part,
+                                                             [messages[i] for i in idxs])))
         results = await asyncio.gather(*coros, return_exceptions=True)
         out: list[dict[str, Any] | None] = [None] * len(messages)
         for (q, idxs), res in zip(parts, results):
@@ -323,6 +314,17 @@ class Broker:
             for i, (msg_id, queue_id, qoff) in zip(idxs, res):
                 out[i] = {"msg_id": msg_id, "queue_id": queue_id, "queue_offset": qoff}
         return out  # type: ignore[return-value]
+
+    @staticmethod
+    def _produce_command(topic: str, q: int, now: int, producer_id: str | None, sequence: int | None, part: int,
+                         msgs: list[OutMessage]) -> Produce:
+        records = encode_records([
+            Message(topic=topic, queue_id=q, body=m.body, tags=m.tags, keys=m.keys, properties=m.properties,
+                    born_ts_ms=m.born_ts_ms or now, store_ts_ms=now, producer_id=producer_id, sequence=sequence)
+            for m in msgs
+        ])
+        return Produce(topic, q, now, producer_id, sequence, part, [tag_hash(m.tags) for m in msgs],
+                       [list(m.keys) for m in msgs], records)
 
     # ------------------------------------------------------------------
     # consume
@@ -439,7 +441,8 @@ class Broker:
         return {"group": group, "topic": topic,
                 "offsets": [{"queue_id": q, "offset": committed.get(q)} for q in range(n)]}
 
-    async def commit_offset(self, group: str, topic: str, queue_id: int, offset: int) -> dict[str, Any]:
+    async def commit_offset(self, group: str, topic: str, queue_id: int, offset: int,
+                            reset: bool = False) -> dict[str, Any]:
         self.require_leader()
         self._check_queue(topic, queue_id)
         if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
@@ -448,8 +451,8 @@ class Broker:
         if offset > hi:
             raise OffsetOutOfRange(f"offset {offset} is beyond the end of queue {queue_id} ({hi})", max_offset=hi)
         self.require_leader()
-        await self._propose(CommitOffset(group, topic, queue_id, offset))
-        return {"group": group, "topic": topic, "queue_id": queue_id, "offset": offset}
+        stored = await self._propose(CommitOffset(group, topic, queue_id, offset, reset))
+        return {"group": group, "topic": topic, "queue_id": queue_id, "offset": stored}
 
     def group_lag(self, group: str, topic: str) -> dict[str, Any]:
         n = self._topic_queues(topic)

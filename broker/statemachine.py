@@ -79,8 +79,13 @@ class BrokerState:
         if isinstance(cmd, Produce):
             return self._apply_produce(index, payload, cmd)
         if isinstance(cmd, CommitOffset):
-            self.offsets[(cmd.group, cmd.topic, cmd.queue_id)] = cmd.offset
-            return cmd.offset
+            # Offsets only move forward, so a consumer that lost its queue in a
+            # rebalance cannot drag it back; an explicit reset (seek) can.
+            key = (cmd.group, cmd.topic, cmd.queue_id)
+            old = self.offsets.get(key)
+            if cmd.reset or old is None or cmd.offset > old:
+                self.offsets[key] = cmd.offset
+            return self.offsets[key]
         if isinstance(cmd, (CreateTopic, UpdateTopic)):
             current = self.topics.get(cmd.name)
             if current is None or cmd.queues > current:

@@ -144,9 +144,14 @@ async def committed_offsets(transport: Transport, group: str, topic: str) -> dic
 
 
 async def commit_offset(transport: Transport, group: str, topic: str, queue_id: int, offset: int,
-                        deadline_s: float | None = None) -> None:
-    await transport.call("POST", f"{group_path(group)}/offsets",
-                         {"topic": topic, "queue_id": queue_id, "offset": offset}, write=True, deadline_s=deadline_s)
+                        deadline_s: float | None = None, reset: bool = False) -> int:
+    """Commit ``offset``; the broker keeps the higher of it and the stored one
+    unless ``reset`` (a seek back). Returns the offset now stored."""
+    body: dict[str, Any] = {"topic": topic, "queue_id": queue_id, "offset": offset}
+    if reset:
+        body["reset"] = True
+    res = await transport.call("POST", f"{group_path(group)}/offsets", body, write=True, deadline_s=deadline_s)
+    return int(res["offset"]) if isinstance(res, dict) and "offset" in res else offset
 
 
 # ----------------------------------------------------------------------
@@ -306,15 +311,16 @@ class PullConsumer:
         like ``"a||b"`` filters. Advances the local position past them."""
         return (await self.fetch(queue_id, offset, max_messages, wait_ms, tags)).messages
 
-    async def commit(self, queue_id: int, offset: int | None = None) -> int:
+    async def commit(self, queue_id: int, offset: int | None = None, reset: bool = False) -> int:
         """Store ``offset`` (default: the local position) as the group's committed
-        offset of ``queue_id``: the next message to consume. Returns it."""
+        offset of ``queue_id``: the next message to consume. Committed offsets
+        only move forward; ``reset=True`` moves one back (after a seek).
+        Returns the offset now stored."""
         if offset is None:
             offset = self._positions.get(queue_id)
             if offset is None:
                 raise ValueError(f"no local position for queue {queue_id}: pull or seek first, or pass offset")
-        await commit_offset(self.transport, self.group, self.topic, queue_id, offset)
-        return offset
+        return await commit_offset(self.transport, self.group, self.topic, queue_id, offset, reset=reset)
 
     async def committed(self) -> dict[int, int | None]:
         """``{queue_id: committed offset or None}`` of this group on this topic."""

@@ -262,7 +262,8 @@ async def commit_offset(request: web.Request) -> web.Response:
     request.app[BROKER].require_leader()
     body = await read_body(request)
     res = await request.app[BROKER].commit_offset(
-        request.match_info["group"], _field(body, "topic", str), _field(body, "queue_id", int), _field(body, "offset", int)
+        request.match_info["group"], _field(body, "topic", str), _field(body, "queue_id", int), _field(body, "offset", int),
+        bool(_field(body, "reset", bool, required=False)),
     )
     return respond(request, res)
 

@@ -116,7 +116,10 @@ SCHEMAS: dict[str, Any] = {
                                                                    "offset": {"type": ["integer", "null"]}}}}}},
     "OffsetCommit": {"type": "object", "required": ["topic", "queue_id", "offset"],
                      "properties": {"topic": {"type": "string"}, "queue_id": {"type": "integer"},
-                                    "offset": {"type": "integer", "minimum": 0}}},
+                                    "offset": {"type": "integer", "minimum": 0},
+                                    "reset": {"type": "boolean", "default": False,
+                                              "description": "allow moving the offset back (seek); otherwise a "
+                                                             "lower offset leaves the stored one unchanged"}}},
     "Lag": {"type": "object", "properties": {"group": {"type": "string"}, "topic": {"type": "string"},
                                             "lag": {"type": "integer"},
                                             "queues": {"type": "array", "items": {

@@ -351,3 +351,24 @@ def test_openapi_documents_every_route(leader_url: str) -> None:
 def test_unknown_route_is_json_404(leader_url: str) -> None:
     status, _, body = http("GET", leader_url + "/v1/nothing-here")
     assert status == 404 and body["error"] == "not_found"
+
+
+def test_committed_offsets_only_move_forward_unless_reset(leader_url: str) -> None:
+    make_topic(leader_url, "t-mono", 1)
+    post(f"{leader_url}/v1/topics/t-mono/messages", {"messages": [{"body": "a"}] * 5})
+    url = f"{leader_url}/v1/groups/gm/offsets"
+    assert post(url, {"topic": "t-mono", "queue_id": 0, "offset": 4})[2]["offset"] == 4
+    status, _, body = post(url, {"topic": "t-mono", "queue_id": 0, "offset": 2})  # a late, stale commit
+    assert status == 200 and body["offset"] == 4
+    status, _, body = post(url, {"topic": "t-mono", "queue_id": 0, "offset": 1, "reset": True})  # a seek
+    assert status == 200 and body["offset"] == 1
+
+
+def test_mixed_request_retry_is_stored_once(leader_url: str) -> None:
+    make_topic(leader_url, "t-mixed", 4)
+    req = {"messages": [{"body": "rr1"}, {"body": "q2", "queue_id": 2}, {"body": "rr2"}, {"body": "s", "sharding_key": "k"}],
+           "producer_id": "mixed-producer", "sequence": 1}
+    first = post(f"{leader_url}/v1/topics/t-mixed/messages", req)[2]["results"]
+    for _ in range(3):  # retries (the round-robin queue moves on between them)
+        assert post(f"{leader_url}/v1/topics/t-mixed/messages", req)[2]["results"] == first
+    assert sum(max_offsets(leader_url, "t-mixed")) == 4
