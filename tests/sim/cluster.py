@@ -12,10 +12,14 @@ half-way (after the hard state, after the entries, after some messages):
 what was persisted survives in the node's memory stores, everything else is
 lost.
 
+Peers of a crashed node are told, as the runtime tells them when a
+connection closes (``leader_unreachable``, ``follower_restarted``).
+
 ``run_seed(seed)`` runs a fault phase of ``steps`` steps and then a liveness
-phase (everything healed and restarted, no more loss): within 20 election
-timeouts a leader must emerge and fresh proposals must be applied on every
-node. The same seed always gives the same run (and the same event trace);
+phase (everything healed and restarted, no more loss, reordering and
+duplicates go on): within 20 election timeouts (plus two ticks per entry a
+follower has to catch up) a stable leader must emerge and fresh proposals
+must be applied on every node. The same seed always gives the same run (and the same event trace);
 a failure raises ``SimFailure`` naming the seed, the step and the invariant,
 and prints the last events.
 
@@ -85,7 +89,21 @@ MIXES: tuple[FaultMix, ...] = (
         compact_p=0.003, transfer_p=0.002, campaign_p=0.002, pause_p=0.02,
     ),
 )
-MIX_BY_NAME = {m.name: m for m in MIXES}
+# Harsher mixes, run on their own seeds (they are not drawn by ``seed_plan``).
+EXTRA_MIXES: tuple[FaultMix, ...] = (
+    FaultMix(
+        "hostile", drop_p=0.2, dup_p=0.1, reorder_p=0.3, max_delay_ticks=3, long_delay_p=0.05, busy_tick_p=0.1,
+        partition_p=0.01, heal_p=0.01, crash_p=0.01, restart_p=0.02, mid_ready_crash=0.8, compact_p=0.01,
+        transfer_p=0.005, campaign_p=0.005, pause_p=0.05,
+    ),
+    FaultMix(
+        "crashstorm", crash_p=0.02, restart_p=0.03, mid_ready_crash=1.0, compact_p=0.02, dup_p=0.05, reorder_p=0.1,
+    ),
+    FaultMix(
+        "transfers", transfer_p=0.02, campaign_p=0.01, reorder_p=0.1, dup_p=0.05, drop_p=0.05, compact_p=0.005,
+    ),
+)
+MIX_BY_NAME = {m.name: m for m in MIXES + EXTRA_MIXES}
 HEALED = FaultMix("healed", propose_p=0.0, dup_p=0.02, max_delay_ticks=1, follower_propose_p=0.0)
 
 
@@ -403,6 +421,16 @@ class Cluster:
         ci = core.commit_index
         if ci < node.seen_commit:
             raise Violation("commit-monotonic", f"{node.id} commit index went {node.seen_commit} -> {ci}")
+        if ci > node.seen_commit and role is Role.LEADER:
+            # §5.4.2: a leader moves its commit index only onto an entry of its own term.
+            st = node.storage
+            t = st.term(ci) if st.first_index() - 1 <= ci <= st.last_index() else None
+            if t != term:
+                raise Violation(
+                    "commit-current-term",
+                    f"{node.id}, leader of term {term}, advanced its commit index {node.seen_commit} -> {ci} "
+                    f"onto an entry of term {t}",
+                )
         node.seen_commit = ci
         hs = node.hs_store.load()
         if hs.term != term:
@@ -757,7 +785,7 @@ def replay_command(seed: int, nodes: int | None, steps: int, mix: str | None = N
         env += f" RAFTMQ_SIM_NODES={nodes}"
     if mix is not None:
         env += f" RAFTMQ_SIM_MIX={mix}"
-    return f"{env} .venv/bin/python -m pytest tests/sim/test_simulation.py -k replay -s"
+    return f"{env} .venv/bin/python -m pytest tests/sim/test_simulation.py -k test_replay -s"
 
 
 def run_seed(

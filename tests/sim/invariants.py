@@ -24,6 +24,8 @@ what changed, so checking after every step stays cheap; together they cover:
   only with (term, voted_for) saved, a success reply names only persisted
   entries, no message carries a term that is not yet durable, a node votes
   at most once per term and its term never goes back;
+- a leader commits only by counting entries of its own term (§5.4.2): its
+  commit index moves only onto such an entry (checked in ``Cluster._observe``);
 - commit needs a majority: when an index is first seen committed, a majority
   of the nodes durably hold that entry (or a snapshot past it);
 - no log shortening without a conflict (stale or duplicated AppendEntries),

@@ -8,7 +8,8 @@ command that replays it exactly.
 
 Environment:
 
-- ``RAFTMQ_SIM_SEEDS``: how many seeds the default run covers (default 500);
+- ``RAFTMQ_SIM_SEEDS``: how many seeds the default run covers (default 500;
+  plus an eighth of that for each harsher mix of ``cluster.EXTRA_MIXES``);
 - ``RAFTMQ_SIM_STEPS``: fault-phase steps per seed (default 3000);
 - ``RAFTMQ_SIM_SEED``: replay this one seed (``test_replay``), with
   ``RAFTMQ_SIM_NODES`` / ``RAFTMQ_SIM_MIX`` if the failure named them;
@@ -28,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from .cluster import SimFailure, run_seed, seed_plan
+from .cluster import EXTRA_MIXES, SimFailure, run_seed, seed_plan
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
@@ -68,6 +69,19 @@ def _regressions() -> list[object]:
 @pytest.mark.parametrize("seed", range(1, SEEDS + 1), ids=_seed_id)
 def test_seed(seed: int) -> None:
     run_seed(seed, NODES, STEPS, mix=MIX)
+
+
+EXTRA_SEEDS = max(3, SEEDS // 8)
+
+
+@pytest.mark.parametrize(
+    "seed, mix",
+    [(seed, m.name) for m in EXTRA_MIXES for seed in range(1, EXTRA_SEEDS + 1)],
+    ids=lambda v: str(v),
+)
+def test_seed_harsh_mix(seed: int, mix: str) -> None:
+    """The harsher fault mixes (``cluster.EXTRA_MIXES``) on their own seeds."""
+    run_seed(seed, NODES, STEPS, mix=mix)
 
 
 @pytest.mark.parametrize("seed, nodes, steps, mix", _regressions())
