@@ -38,7 +38,7 @@ from broker.errors import (
     TopicNotFound,
     Unavailable,
 )
-from broker.message import Message, RecordError, decode_record, encode_records, parse_msg_id, sharding_queue, tag_hash
+from broker.message import Message, RecordError, decode_record, encode_batch, parse_msg_id, sharding_queue, tag_hash
 from broker.statemachine import BrokerState
 from dledger import DLedger, LeadershipLost, NodeConfig, NotLeader, ProposalDropped, StateAheadOfLog
 from dledger.errors import NodeStopped
@@ -318,13 +318,10 @@ class Broker:
     @staticmethod
     def _produce_command(topic: str, q: int, now: int, producer_id: str | None, sequence: int | None, part: int,
                          msgs: list[OutMessage]) -> Produce:
-        records = encode_records([
-            Message(topic=topic, queue_id=q, body=m.body, tags=m.tags, keys=m.keys, properties=m.properties,
-                    born_ts_ms=m.born_ts_ms or now, store_ts_ms=now, producer_id=producer_id, sequence=sequence)
-            for m in msgs
-        ])
-        return Produce(topic, q, now, producer_id, sequence, part, [tag_hash(m.tags) for m in msgs],
-                       [list(m.keys) for m in msgs], records)
+        records = encode_batch(topic, q, now, producer_id, sequence,
+                               [(m.body, m.tags, m.keys, m.properties, m.born_ts_ms or now) for m in msgs])
+        return Produce(topic, q, now, producer_id, sequence, part,
+                       [tag_hash(m.tags) if m.tags else 0 for m in msgs], [list(m.keys) for m in msgs], records)
 
     # ------------------------------------------------------------------
     # consume
