@@ -71,12 +71,15 @@ async def serve(cfg: BrokerConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    fatal = asyncio.ensure_future(broker.log.fatal.wait())
     try:
-        await stop.wait()
+        await asyncio.wait([asyncio.ensure_future(stop.wait()), fatal], return_when=asyncio.FIRST_COMPLETED)
     finally:
         log.info("node=%s shutting down", cfg.node_id)
         await runner.cleanup()
         await broker.stop()
+    if fatal.done():
+        raise SystemExit(f"raftmq broker: node {cfg.node_id} stopped after a fatal error: {broker.log.failed!r}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -231,6 +231,7 @@ class DLedger:
         self._tasks: list[asyncio.Task[None]] = []
         self._running = False
         self._failed: BaseException | None = None
+        self.fatal = asyncio.Event()  # set when the node stopped on a fatal error
         self._was_leader = False
         self._applied_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._role_listeners: list[asyncio.Event] = []
@@ -409,8 +410,28 @@ class DLedger:
 
     # ------------------------------------------------------------------
     def _on_message(self, m: Message) -> None:
-        self.core.step(m)
+        if self._failed is not None:
+            return
+        try:
+            self.core.step(m)
+        except AssertionError as exc:  # a Raft invariant broke (two leaders in a term, ...)
+            self._fail(exc)
+            return
         self._wake.set()
+
+    def _fail(self, exc: BaseException) -> None:
+        """Stop taking part: a node whose state broke an invariant or could not
+        be persisted must not carry on (STYLE: never log-and-continue)."""
+        if self._failed is not None:
+            return
+        self._failed = exc
+        self._running = False
+        log.critical("node=%s fatal error, node stops: %r", self.config.node_id, exc)
+        self._fail_pending(StorageFailure(f"node stopped after a fatal error: {exc!r}"))
+        for t in self._tasks:
+            if t is not asyncio.current_task():
+                t.cancel()
+        self.fatal.set()
 
     def _on_peer_down(self, peer: str) -> None:
         core = self.core
@@ -489,13 +510,11 @@ class DLedger:
                     core.advance(rd)
                     self._after_advance()
                     await asyncio.sleep(0)  # let the network and proposers in
+                self._after_advance()  # a tick may have deposed us without any Ready (check-quorum)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # a node that cannot persist must stop (STYLE: never log-and-continue)
-            self._failed = exc
-            self._running = False
-            log.critical("node=%s fatal error in the ready loop, node stops: %r", self.config.node_id, exc)
-            self._fail_pending(StorageFailure(f"node stopped after a fatal error: {exc!r}"))
+            self._fail(exc)
             raise
 
     def _install_snapshot(self, snap: Snapshot) -> None:

@@ -1,0 +1,47 @@
+"""A node whose core reports a broken invariant stops instead of carrying on."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from dledger import DLedger, NodeConfig
+from dledger.core.messages import NodeId, TimeoutNow
+from dledger.errors import NodeStopped
+
+
+class Counter:
+    def apply(self, index: int, payload: bytes) -> int:
+        return index
+
+    def snapshot(self) -> bytes:
+        return b""
+
+    def restore(self, data: bytes) -> None:
+        return None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def test_broken_invariant_stops_the_node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    peers = {n: f"127.0.0.1:{free_port()}" for n in ("n1", "n2", "n3")}
+    node = DLedger(NodeConfig("n1", "g", peers, str(tmp_path)), Counter())
+    await node.start()
+    try:
+        def broken(m: object) -> None:
+            raise AssertionError("node=n1 term=3: another leader n2 in my term")
+
+        monkeypatch.setattr(node.core, "step", broken)
+        node._on_message(TimeoutNow(3, NodeId("n2"), NodeId("n1")))
+        assert node.fatal.is_set()
+        assert isinstance(node.failed, AssertionError)
+        with pytest.raises(NodeStopped):
+            await node.propose(b"x")
+    finally:
+        await node.stop()
