@@ -190,6 +190,29 @@ def record_sizes(buf: bytes | memoryview) -> list[tuple[int, int]]:
     return out
 
 
+def record_view(buf: bytes | memoryview, msg_id: str, queue_offset: int) -> dict[str, Any]:
+    """One record as the HTTP API's message object, for the read hot path.
+
+    The framing and CRC are checked (so a damaged record is never served), but
+    not each field's type: records are written only by the leader from
+    validated input, and the CRC covers them since. ``decode_record`` is the
+    strict form."""
+    if len(buf) < HEADER_BYTES:
+        raise RecordError(f"{len(buf)} bytes is shorter than a record header")
+    size, magic, crc = _HEADER.unpack_from(buf, 0)
+    if magic != MAGIC or size != len(buf):
+        raise RecordError(f"bad record framing (magic {magic:#010x}, size {size}, buffer {len(buf)})")
+    payload = buf[HEADER_BYTES:]
+    if zlib.crc32(payload) != crc:
+        raise RecordError("record CRC mismatch")
+    try:
+        topic, queue_id, tags, keys, props, born, store, _pid, _seq, body = msgpack.unpackb(payload, raw=False)
+    except Exception as exc:  # msgpack raises several unrelated types
+        raise RecordError(f"undecodable record payload: {exc}") from None
+    return {"queue_offset": queue_offset, "msg_id": msg_id, "topic": topic, "queue_id": queue_id, "body": body,
+            "tags": tags, "keys": keys, "properties": props, "born_ts": born, "store_ts": store}
+
+
 def iter_records(buf: bytes | memoryview) -> Iterator[tuple[int, int, Message]]:
     """Yield ``(offset, size, message)`` for every record in ``buf``, each
     fully validated; ``buf[offset:offset + size]`` decodes alone."""

@@ -38,7 +38,17 @@ from broker.errors import (
     TopicNotFound,
     Unavailable,
 )
-from broker.message import Message, RecordError, decode_record, encode_batch, parse_msg_id, sharding_queue, tag_hash
+from broker.message import (
+    Message,
+    RecordError,
+    decode_record,
+    encode_batch,
+    format_msg_id,
+    parse_msg_id,
+    record_view,
+    sharding_queue,
+    tag_hash,
+)
 from broker.statemachine import BrokerState
 from dledger import DLedger, LeadershipLost, NodeConfig, NotLeader, ProposalDropped, StateAheadOfLog
 from dledger.errors import NodeStopped
@@ -46,7 +56,8 @@ from dledger.errors import NodeStopped
 log = logging.getLogger(__name__)
 
 TOPIC_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.%|")
-RECORD_PEEK_BYTES = 4096  # one read usually covers a whole record when looking one up by id
+RECORD_PEEK_BYTES = 4096
+READ_SPAN_BYTES = 1 << 20  # one positional read covers nearby records up to this span  # one read usually covers a whole record when looking one up by id
 
 
 @dataclass(slots=True)
@@ -345,10 +356,10 @@ class Broker:
             raise OffsetOutOfRange(f"offset {offset} is beyond the end of the queue ({hi})", max_offset=hi)
         while True:
             start = max(offset, cq.min_offset)
-            out: list[dict[str, Any]] = []
+            picked: list[tuple[int, int, int]] = []  # (queue offset, physical offset, size)
             next_offset = start
             scanned = 0
-            while len(out) < max_messages and next_offset < cq.max_offset and scanned < 16 * max_messages:
+            while len(picked) < max_messages and next_offset < cq.max_offset and scanned < 16 * max_messages:
                 batch = cq.read(next_offset, max_messages if want is None else max_messages * 4)
                 if not batch:
                     break
@@ -357,18 +368,42 @@ class Broker:
                     scanned += 1
                     if want is not None and th not in want:
                         continue
-                    msg = decode_record(self.log.read_at(phys, size))
-                    if want is not None and msg.tags not in {t.strip() for t in tags.split("||")}:  # type: ignore[union-attr]
-                        continue  # a tag hash collision
-                    out.append(_message_view(self.config.group, phys, qoff, msg))
-                    if len(out) >= max_messages:
+                    picked.append((qoff, phys, size))
+                    if len(picked) >= max_messages:
                         break
+            out = self._read_messages(picked)
+            if want is not None:
+                names = {t.strip() for t in tags.split("||")}  # type: ignore[union-attr]
+                out = [m for m in out if m["tags"] in names]  # drop tag hash collisions
             remaining = deadline - time.monotonic()
             if out or remaining <= 0 or next_offset < cq.max_offset:
                 return {"messages": out, "next_offset": next_offset, "max_offset": cq.max_offset,
                         "min_offset": cq.min_offset}
             offset = next_offset
             await self._waiters.wait(topic, queue_id, remaining)
+
+    def _read_messages(self, picked: list[tuple[int, int, int]]) -> list[dict[str, Any]]:
+        """Read records with as few positional reads as possible: records of one
+        produce batch sit next to each other, so nearby ones (same segment,
+        within READ_SPAN_BYTES) come from a single read."""
+        out: list[dict[str, Any]] = []
+        group, sb = self.config.group, self.config.segment_bytes
+        i, n = 0, len(picked)
+        while i < n:
+            lo = picked[i][1]
+            hi = lo + picked[i][2]
+            j = i + 1
+            while j < n:
+                p, sz = picked[j][1], picked[j][2]
+                if p < lo or p + sz - lo > READ_SPAN_BYTES or p // sb != lo // sb:
+                    break
+                hi = max(hi, p + sz)
+                j += 1
+            buf = memoryview(self.log.read_at(lo, hi - lo))
+            for qoff, phys, size in picked[i:j]:
+                out.append(record_view(buf[phys - lo : phys - lo + size], format_msg_id(group, phys), qoff))
+            i = j
+        return out
 
     def get_message(self, msg_id: str) -> dict[str, Any]:
         try:

@@ -280,3 +280,23 @@ def test_encode_batch_large_bodies_use_wider_bin_headers() -> None:
         body = b"z" * n
         assert encode_batch("t", 0, 1, None, None, [(body, "", (), {}, 5)]) == encode_records(
             [Message(topic="t", queue_id=0, body=body, born_ts_ms=5, store_ts_ms=1)])
+
+
+def test_record_view_matches_strict_decoder_and_rejects_damage() -> None:
+    from broker.message import RecordError, decode_record, record_view
+
+    m = Message(topic="t", queue_id=2, body=b"\x00body", tags="a", keys=("k1",), properties={"p": "v"},
+                born_ts_ms=5, store_ts_ms=6, producer_id="p", sequence=9)
+    rec = encode_records([m])
+    view = record_view(rec, "g-0000000000000000", 42)
+    strict = decode_record(rec)
+    assert (view["topic"], view["queue_id"], view["body"], view["tags"], view["keys"], view["properties"],
+            view["born_ts"], view["store_ts"], view["queue_offset"]) == (
+        strict.topic, strict.queue_id, strict.body, strict.tags, list(strict.keys), dict(strict.properties),
+        strict.born_ts_ms, strict.store_ts_ms, 42)
+    damaged = bytearray(rec)
+    damaged[-1] ^= 0xFF
+    with pytest.raises(RecordError):
+        record_view(bytes(damaged), "x", 0)
+    with pytest.raises(RecordError):
+        record_view(rec[:-1], "x", 0)
