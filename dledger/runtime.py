@@ -10,8 +10,11 @@ core synchronously as they arrive and just wake the loop, so whatever arrives
 while a batch is being made durable is gathered into the next batch.
 
 Blocking calls on the loop: store writes are one ``os.write`` per batch
-(handed to the OS, no waiting on the disk); the ``sync`` policy's fdatasync
-and the rare hard-state fsync run in a worker thread.
+(handed to the OS, no waiting on the disk), and the ``sync`` policy's one
+fdatasync per batch runs on the loop too: about 0.25 ms on this machine's
+disk, less than handing it to a thread costs, since the thread must win the
+GIL back from a busy loop (measured: batched produce 46.7k -> 65.6k msg/s).
+The rare hard-state fsync runs in a worker thread.
 """
 
 from __future__ import annotations
@@ -500,7 +503,7 @@ class DLedger:
                     if rd.entries:
                         self.store.append(rd.entries)
                         if sync:
-                            await loop.run_in_executor(None, self.store.flush)
+                            self.store.flush()  # fdatasync on the loop: see the module docstring
                         else:
                             self.store.flush()
                     for m in messages:
