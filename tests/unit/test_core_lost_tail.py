@@ -11,14 +11,16 @@ IDS = ("n1", "n2", "n3")
 
 
 class Cluster:
-    def __init__(self) -> None:
+    def __init__(self, preferred: str | None = None) -> None:
+        self.preferred = preferred
         self.stores = {i: MemoryLogStore() for i in IDS}
         self.hs = {i: MemoryHardStateStore() for i in IDS}
         self.cores = {i: self._boot(i) for i in IDS}
         self.net: list[Message] = []
 
     def _boot(self, i: str) -> RaftCore:
-        return RaftCore(CoreConfig(i, IDS, seed=IDS.index(i)), self.stores[i], self.hs[i].load())
+        cfg = CoreConfig(i, IDS, seed=IDS.index(i), preferred_leader=self.preferred)  # type: ignore[arg-type]
+        return RaftCore(cfg, self.stores[i], self.hs[i].load())
 
     def process(self, i: str) -> None:
         c = self.cores[i]
@@ -65,3 +67,16 @@ def test_follower_with_a_cut_tail_catches_up_after_restart_notice() -> None:
     cl.run(10)
     assert cl.stores[victim].last_index() == lead.last_index
     assert cl.stores[victim].term(full) == cl.stores[lead.id].term(full)
+
+
+def test_leadership_moves_to_the_preferred_leader_once_it_is_caught_up() -> None:
+    """DLedger's preferred leader: whoever wins the first election hands over."""
+    for preferred in IDS:
+        cl = Cluster(preferred)
+        cl.run(40)
+        first = cl.leader()
+        first.propose(b"x")
+        cl.process(first.id)
+        cl.run(4 * 10)  # a few election timeouts
+        assert cl.leader().id == preferred
+        assert [c.role for c in cl.cores.values()].count(Role.LEADER) == 1
