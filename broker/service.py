@@ -50,8 +50,7 @@ from broker.message import (
     tag_hash,
 )
 from broker.statemachine import BrokerState
-from dledger import DLedger, LeadershipLost, NodeConfig, NotLeader, ProposalDropped, StateAheadOfLog
-from dledger.errors import NodeStopped
+from dledger import DLedger, LeadershipLost, NodeConfig, NodeStopped, NotLeader, ProposalDropped, StateAheadOfLog
 
 log = logging.getLogger(__name__)
 

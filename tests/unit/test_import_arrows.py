@@ -1,0 +1,78 @@
+"""The package boundaries of ARCHITECTURE.md, checked by parsing imports.
+
+client -> HTTP only; broker -> dledger's public interface; dledger knows
+nothing of messages; the consensus core does no I/O and reads no clock;
+chaos -> client.
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+import pytest
+
+import dledger
+
+ROOT = Path(__file__).resolve().parents[2]
+STDLIB = set(sys.stdlib_module_names)
+
+ALLOWED = {
+    "dledger": {"msgpack", "dledger"},
+    "broker": {"msgpack", "aiohttp", "broker", "dledger"},
+    "client": {"msgpack", "aiohttp", "click", "client"},
+    "chaos": {"client", "chaos", "matplotlib"},
+}
+# The benchmark's baseline node runs the library we compare with.
+EXTRA = {"dledger/bench_pysyncobj.py": {"pysyncobj"}}
+CORE_FORBIDDEN = {"asyncio", "time", "os", "socket", "threading", "datetime", "selectors", "subprocess"}
+
+
+def imports(path: Path) -> list[tuple[str, list[str], int]]:
+    """(module, imported names, line) of every import in ``path``."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            out += [(a.name, [], node.lineno) for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            out.append((node.module, [a.name for a in node.names], node.lineno))
+    return out
+
+
+def files(package: str) -> list[Path]:
+    return sorted((ROOT / package).rglob("*.py"))
+
+
+@pytest.mark.parametrize("package", sorted(ALLOWED))
+def test_packages_import_only_what_the_architecture_allows(package: str) -> None:
+    bad = []
+    for path in files(package):
+        rel = str(path.relative_to(ROOT))
+        allowed = ALLOWED[package] | EXTRA.get(rel, set())
+        for module, _, line in imports(path):
+            top = module.split(".")[0]
+            if top not in STDLIB and top not in allowed:
+                bad.append(f"{rel}:{line} imports {module}")
+    assert not bad, "imports crossing a boundary:\n" + "\n".join(bad)
+
+
+def test_broker_uses_only_dledgers_public_interface() -> None:
+    bad = []
+    for path in files("broker"):
+        for module, names, line in imports(path):
+            if module == "dledger":
+                bad += [f"{path.relative_to(ROOT)}:{line} {n}" for n in names if n not in dledger.__all__]
+            elif module.startswith("dledger."):
+                bad.append(f"{path.relative_to(ROOT)}:{line} imports {module} (use `from dledger import ...`)")
+    assert not bad, "broker reaches into dledger internals:\n" + "\n".join(bad)
+
+
+def test_consensus_core_is_pure() -> None:
+    bad = []
+    for path in files("dledger/core"):
+        for module, _, line in imports(path):
+            top = module.split(".")[0]
+            if top in CORE_FORBIDDEN or top in {"aiohttp", "broker", "client", "chaos"}:
+                bad.append(f"{path.relative_to(ROOT)}:{line} imports {module}")
+    assert not bad, "the core must stay free of I/O, clocks and threads:\n" + "\n".join(bad)
