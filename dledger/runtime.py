@@ -477,7 +477,6 @@ class DLedger:
     async def _ready_loop(self) -> None:
         core = self.core
         loop = asyncio.get_running_loop()
-        sync = self.config.flush == "sync"
         try:
             while True:
                 await self._wake.wait()
@@ -502,10 +501,7 @@ class DLedger:
                         await loop.run_in_executor(None, self._hs_store.save, rd.hard_state)
                     if rd.entries:
                         self.store.append(rd.entries)
-                        if sync:
-                            self.store.flush()  # fdatasync on the loop: see the module docstring
-                        else:
-                            self.store.flush()
+                        self.store.flush()  # sync policy: one fdatasync, on the loop (module docstring)
                     for m in messages:
                         send(m)
                     if rd.committed:
