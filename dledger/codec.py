@@ -1,33 +1,67 @@
-"""Wire encoding of peer messages: msgpack arrays, framed by a length prefix.
+"""Wire format of the peer protocol: messages as msgpack arrays in length-prefixed frames.
 
-A frame on a peer connection is::
+Pure: values in, bytes out and back; no sockets (``dledger.transport`` does the I/O).
 
-    +----------------------+------------------------------+
-    | length: u32 big-end. | payload: `length` bytes      |
-    +----------------------+------------------------------+
+Frame
+-----
+Everything on a peer connection is a sequence of frames::
 
-The payload is one msgpack array ``[type, term, src, dst, fields...]``:
+    offset  size  field    meaning
+    ------  ----  -------  -----------------------------------------------------
+         0     4  length   unsigned 32-bit big-endian: number of payload bytes
+         4     n  payload  one msgpack document, n = length (0 <= n <= max_frame_bytes)
 
-| type | message | fields after dst |
-|---|---|---|
-| 1 | AppendEntries | prev_log_index, prev_log_term, leader_commit, entries |
-| 2 | AppendEntriesReply | success, match_index, reject_index, hint_index, hint_term |
-| 3 | RequestVote | last_log_index, last_log_term, pre_vote, transfer |
-| 4 | RequestVoteReply | granted, pre_vote |
-| 5 | TimeoutNow | — |
-| 6 | InstallSnapshot | index, term, next_position, data |
-| 7 | InstallSnapshotReply | match_index |
-| 100 | Hello (first frame of a connection) | cluster name (term is 0, dst is "") |
+A receiver rejects a length above its ``max_frame_bytes`` (default
+``MAX_FRAME_BYTES`` = 64 MiB) before buffering the payload, so a hostile or
+corrupt length cannot make it allocate gigabytes.
 
-``entries`` is a flat array ``[term, index, kind, data, term, index, kind,
-data, ...]`` (4 items an entry), ``data`` a msgpack bin. ``decode`` checks
-every field's type and range and raises ``CodecError`` for anything else.
+The first frame a dialer sends on a connection is the hello (``encode_hello``);
+every later frame holds one message (``encode``). Frames only flow from the
+dialer to the listener: a node sends on the connection it dialed and receives
+on the connections its peers dialed.
+
+Hello payload
+-------------
+A msgpack array of 4 items::
+
+    [100, protocol_version, node_id, cluster]
+
+``100`` is not a message type, so a message sent first is rejected;
+``protocol_version`` is ``PROTOCOL_VERSION`` (1); ``node_id`` and ``cluster``
+are non-empty strings of at most ``MAX_ID_CHARS`` characters.
+
+Message payload
+---------------
+A msgpack array ``[type, term, src, dst, fields...]``; ``term`` is an
+unsigned integer, ``src`` and ``dst`` node ids (as in the hello)::
+
+    type  message               fields after dst
+    ----  --------------------  -------------------------------------------------
+       1  AppendEntries         prev_log_index, prev_log_term, leader_commit, entries
+       2  AppendEntriesReply    success, match_index, reject_index, hint_index, hint_term
+       3  RequestVote           last_log_index, last_log_term, pre_vote, transfer
+       4  RequestVoteReply      granted, pre_vote
+       5  TimeoutNow            (none)
+       6  InstallSnapshot       meta_index, meta_term, meta_next_position, data
+       7  InstallSnapshotReply  match_index
+
+``entries`` is an array of entries, each a 4-item array
+``[term, index, kind, data]``: ``kind`` is ``EntryKind`` (0 NORMAL, 1 NOOP),
+``data`` a msgpack bin (never a str), and the indexes run consecutively from
+``prev_log_index + 1`` (Raft §5.3: the entries follow the matched prefix).
+Integers (terms, indexes, positions) are unsigned; flags are msgpack booleans
+(never 0/1); snapshot ``data`` is a bin.
+
+An entry is a positional array rather than a map so that neither side builds
+a dict per entry: AppendEntries carrying hundreds of entries is the
+replication hot path. ``decode`` validates every field's type and range and
+raises ``CodecError`` for anything else, whatever the bytes.
 """
 
 from __future__ import annotations
 
 import struct
-from typing import Any
+from typing import Any, Callable, Final, Iterator
 
 import msgpack
 
@@ -48,69 +82,120 @@ from dledger.core.messages import (
 )
 from dledger.errors import CodecError
 
-FRAME_HEADER = struct.Struct(">I")
-MAX_FRAME_BYTES = 64 << 20
-MAX_ID_CHARS = 128
-HELLO = 100
+FRAME_HEADER: Final = struct.Struct(">I")
+FRAME_HEADER_BYTES: Final = FRAME_HEADER.size  # 4
+MAX_FRAME_BYTES: Final = 64 << 20
+"""Default largest payload a receiver accepts (the transport's ``max_frame_bytes``)."""
+MAX_HELLO_BYTES: Final = 1024
+"""Largest hello payload: a connection that has not said who it is may not make us buffer more."""
+MAX_ID_CHARS: Final = 128
+"""Longest node id or cluster name on the wire."""
+PROTOCOL_VERSION: Final = 1
 
-_AE, _AER, _RV, _RVR, _TN, _IS, _ISR = 1, 2, 3, 4, 5, 6, 7
-_KINDS = (EntryKind.NORMAL, EntryKind.NOOP)
+HELLO: Final = 100
+APPEND_ENTRIES: Final = 1
+APPEND_ENTRIES_REPLY: Final = 2
+REQUEST_VOTE: Final = 3
+REQUEST_VOTE_REPLY: Final = 4
+TIMEOUT_NOW: Final = 5
+INSTALL_SNAPSHOT: Final = 6
+INSTALL_SNAPSHOT_REPLY: Final = 7
+
+assert FRAME_HEADER_BYTES == 4
+
+# One packer for the module: msgpack's C packer holds the GIL for a whole
+# pack() and resets its buffer after an error, so sharing it is safe, and it
+# saves allocating a packer (and its buffer) per message.
+_pack: Callable[[Any], bytes] = msgpack.Packer(use_bin_type=True).pack
+
+# Exceptions msgpack (and our own unpacking of arrays) raise on bad input.
+_UNPACK_ERRORS: Final = (msgpack.UnpackException, ValueError, TypeError, IndexError, KeyError,
+                         OverflowError, RecursionError)
+_KINDS: Final = {int(k): k for k in EntryKind}
 
 
-def encode(m: Message) -> bytes:
-    """The msgpack payload of ``m`` (no length prefix)."""
-    t = type(m)
-    if t is AppendEntries:
-        flat: list[Any] = []
-        ext = flat.extend
-        for e in m.entries:  # type: ignore[union-attr]
-            ext((e.term, e.index, int(e.kind), e.data))
-        return msgpack.packb([_AE, m.term, m.src, m.dst, m.prev_log_index, m.prev_log_term,  # type: ignore[union-attr]
-                              m.leader_commit, flat], use_bin_type=True)  # type: ignore[union-attr]
-    if t is AppendEntriesReply:
-        return msgpack.packb([_AER, m.term, m.src, m.dst, m.success, m.match_index, m.reject_index,  # type: ignore[union-attr]
-                              m.hint_index, m.hint_term])  # type: ignore[union-attr]
-    if t is RequestVote:
-        return msgpack.packb([_RV, m.term, m.src, m.dst, m.last_log_index, m.last_log_term,  # type: ignore[union-attr]
-                              m.pre_vote, m.transfer])  # type: ignore[union-attr]
-    if t is RequestVoteReply:
-        return msgpack.packb([_RVR, m.term, m.src, m.dst, m.granted, m.pre_vote])  # type: ignore[union-attr]
-    if t is TimeoutNow:
-        return msgpack.packb([_TN, m.term, m.src, m.dst])
-    if t is InstallSnapshot:
-        meta = m.snapshot.meta  # type: ignore[union-attr]
-        return msgpack.packb([_IS, m.term, m.src, m.dst, meta.index, meta.term, meta.next_position,
-                              m.snapshot.data], use_bin_type=True)  # type: ignore[union-attr]
-    if t is InstallSnapshotReply:
-        return msgpack.packb([_ISR, m.term, m.src, m.dst, m.match_index])  # type: ignore[union-attr]
-    raise CodecError(f"cannot encode {t.__name__}")
+def _unpack(payload: bytes | bytearray | memoryview) -> Any:
+    """The msgpack document in ``payload``: maps and ext types are refused outright, strings
+    are capped at the UTF-8 size of the longest id (a message has no other strings), arrays
+    and bins at the payload's size; trailing bytes are an error."""
+    try:
+        return msgpack.unpackb(payload, raw=False, use_list=True, max_str_len=MAX_ID_CHARS * 4,
+                               max_map_len=0, max_ext_len=0)
+    except _UNPACK_ERRORS as exc:
+        raise CodecError(f"undecodable payload ({type(exc).__name__}: {exc})") from None
+
+
+# --- encoding ------------------------------------------------------------------
+
+
+def _enc_append_entries(m: AppendEntries) -> list[Any]:
+    return [APPEND_ENTRIES, m.term, m.src, m.dst, m.prev_log_index, m.prev_log_term, m.leader_commit,
+            [(e.term, e.index, e.kind, e.data) for e in m.entries]]
+
+
+def _enc_append_entries_reply(m: AppendEntriesReply) -> list[Any]:
+    return [APPEND_ENTRIES_REPLY, m.term, m.src, m.dst, m.success, m.match_index, m.reject_index,
+            m.hint_index, m.hint_term]
+
+
+def _enc_request_vote(m: RequestVote) -> list[Any]:
+    return [REQUEST_VOTE, m.term, m.src, m.dst, m.last_log_index, m.last_log_term, m.pre_vote, m.transfer]
+
+
+def _enc_request_vote_reply(m: RequestVoteReply) -> list[Any]:
+    return [REQUEST_VOTE_REPLY, m.term, m.src, m.dst, m.granted, m.pre_vote]
+
+
+def _enc_timeout_now(m: TimeoutNow) -> list[Any]:
+    return [TIMEOUT_NOW, m.term, m.src, m.dst]
+
+
+def _enc_install_snapshot(m: InstallSnapshot) -> list[Any]:
+    meta = m.snapshot.meta
+    return [INSTALL_SNAPSHOT, m.term, m.src, m.dst, meta.index, meta.term, meta.next_position, m.snapshot.data]
+
+
+def _enc_install_snapshot_reply(m: InstallSnapshotReply) -> list[Any]:
+    return [INSTALL_SNAPSHOT_REPLY, m.term, m.src, m.dst, m.match_index]
+
+
+_ENCODERS: Final[dict[type, Callable[[Any], list[Any]]]] = {
+    AppendEntries: _enc_append_entries,
+    AppendEntriesReply: _enc_append_entries_reply,
+    RequestVote: _enc_request_vote,
+    RequestVoteReply: _enc_request_vote_reply,
+    TimeoutNow: _enc_timeout_now,
+    InstallSnapshot: _enc_install_snapshot,
+    InstallSnapshotReply: _enc_install_snapshot_reply,
+}
+
+
+def encode(msg: Message) -> bytes:
+    """The msgpack payload of ``msg`` (without the frame's length prefix).
+
+    Raises CodecError for something that is not a message or holds a value
+    msgpack cannot carry (an integer beyond 64 bits, say). Field types are not
+    re-checked here: a wrongly typed field is refused by the receiver's ``decode``.
+    """
+    try:
+        return _pack(_ENCODERS[type(msg)](msg))
+    except KeyError:
+        raise CodecError(f"cannot encode {type(msg).__name__}: not a peer message") from None
+    except (TypeError, ValueError, OverflowError, AttributeError) as exc:
+        raise CodecError(f"cannot encode {type(msg).__name__}: {exc}") from None
+
+
+def encode_hello(node_id: str, cluster_name: str) -> bytes:
+    """The payload of the first frame of a connection: who is dialing, for which cluster."""
+    return _pack([HELLO, PROTOCOL_VERSION, node_id, cluster_name])
 
 
 def frame(payload: bytes) -> bytes:
+    """``payload`` behind its 4-byte big-endian length (one frame)."""
     return FRAME_HEADER.pack(len(payload)) + payload
 
 
-def encode_hello(node_id: str, cluster: str) -> bytes:
-    return msgpack.packb([HELLO, 0, node_id, "", cluster])
-
-
-def decode_hello(payload: bytes) -> tuple[str, str]:
-    obj = _unpack(payload)
-    if len(obj) != 5 or obj[0] != HELLO:
-        raise CodecError("expected a hello frame")
-    return _id(obj[2]), _str(obj[4], "cluster")
-
-
-def _unpack(payload: bytes) -> list[Any]:
-    try:
-        obj = msgpack.unpackb(payload, raw=False, use_list=True, strict_map_key=True,
-                              max_bin_len=MAX_FRAME_BYTES, max_str_len=1 << 16, max_array_len=1 << 24,
-                              max_map_len=0, max_ext_len=0)
-    except Exception as exc:  # msgpack raises a zoo of exception types on bad input
-        raise CodecError(f"undecodable frame: {type(exc).__name__}: {exc}") from None
-    if type(obj) is not list or len(obj) < 4:
-        raise CodecError("a message must be an array of at least 4 items")
-    return obj
+# --- decoding ------------------------------------------------------------------
 
 
 def _nat(v: Any, name: str) -> int:
@@ -119,75 +204,185 @@ def _nat(v: Any, name: str) -> int:
     return v
 
 
-def _bool(v: Any, name: str) -> bool:
+def _flag(v: Any, name: str) -> bool:
     if type(v) is not bool:
         raise CodecError(f"{name} must be a boolean, not {v!r:.40}")
     return v
 
 
-def _str(v: Any, name: str) -> str:
-    if type(v) is not str or len(v) > MAX_ID_CHARS:
-        raise CodecError(f"{name} must be a short string")
+def _name(v: Any, what: str) -> str:
+    if type(v) is not str or not 0 < len(v) <= MAX_ID_CHARS:
+        raise CodecError(f"{what} must be a non-empty string of at most {MAX_ID_CHARS} characters, not {v!r:.40}")
     return v
 
 
-def _id(v: Any) -> NodeId:
-    if type(v) is not str or not 0 < len(v) <= MAX_ID_CHARS:
-        raise CodecError("node ids must be non-empty short strings")
-    return NodeId(v)
+def _arity(o: list[Any], n: int, what: str) -> None:
+    if len(o) != n:
+        raise CodecError(f"{what} must have {n} items, got {len(o)}")
 
 
-def _arity(obj: list[Any], n: int) -> None:
-    if len(obj) != n:
-        raise CodecError(f"message type {obj[0]} needs {n} items, got {len(obj)}")
+def _dec_append_entries(o: list[Any]) -> AppendEntries:
+    _arity(o, 8, "AppendEntries")
+    prev_index = _nat(o[4], "prev_log_index")
+    raw = o[7]
+    if type(raw) is not list:
+        raise CodecError("AppendEntries entries must be an array")
+    entries: list[Entry] = []
+    append = entries.append
+    kinds = _KINDS
+    expect = prev_index + 1
+    # The hot loop: one unpacking and one combined test per entry, no dict.
+    # Unpacking a non-array or an array of another length raises
+    # TypeError/ValueError, which decode() turns into CodecError; a 4-char
+    # str or 4-byte bin unpacks but fails the type tests.
+    for et, ei, ek, ed in raw:
+        if (type(ed) is not bytes or type(ei) is not int or ei != expect or type(et) is not int or et < 0
+                or type(ek) is not int or ek not in kinds):
+            raise CodecError(f"entry {ei!r:.20} (expected index {expect}): needs [term >= 0, index, kind 0|1, "
+                             f"bin data], got [{type(et).__name__}, {type(ei).__name__}, {ek!r:.10}, "
+                             f"{type(ed).__name__}]")
+        append(Entry(et, ei, ed, kinds[ek]))
+        expect += 1
+    return AppendEntries(_nat(o[1], "term"), NodeId(_name(o[2], "src")), NodeId(_name(o[3], "dst")), prev_index,
+                         _nat(o[5], "prev_log_term"), tuple(entries), _nat(o[6], "leader_commit"))
 
 
-def decode(payload: bytes) -> Message:
-    """Decode and validate one message payload; CodecError on anything malformed."""
-    obj = _unpack(payload)
-    t = obj[0]
-    if type(t) is not int:
-        raise CodecError("message type must be an integer")
-    term, src, dst = _nat(obj[1], "term"), _id(obj[2]), _id(obj[3])
-    if t == _AE:
-        _arity(obj, 8)
-        flat = obj[7]
-        if type(flat) is not list or len(flat) % 4:
-            raise CodecError("entries must be a flat array of [term, index, kind, data] groups")
-        prev = _nat(obj[4], "prev_log_index")
-        entries = []
-        expect = prev + 1
-        for i in range(0, len(flat), 4):
-            et, ei, ek, ed = flat[i], flat[i + 1], flat[i + 2], flat[i + 3]
-            if type(et) is not int or et < 0 or ei != expect or type(ei) is not int:
-                raise CodecError(f"entry {i // 4}: bad term or non-consecutive index")
-            if type(ed) is not bytes or ek not in (0, 1):
-                raise CodecError(f"entry {i // 4}: data must be bytes and kind 0 or 1")
-            entries.append(Entry(et, ei, ed, _KINDS[ek]))
-            expect += 1
-        return AppendEntries(term, src, dst, prev, _nat(obj[5], "prev_log_term"), tuple(entries),
-                             _nat(obj[6], "leader_commit"))
-    if t == _AER:
-        _arity(obj, 9)
-        return AppendEntriesReply(term, src, dst, _bool(obj[4], "success"), _nat(obj[5], "match_index"),
-                                  _nat(obj[6], "reject_index"), _nat(obj[7], "hint_index"), _nat(obj[8], "hint_term"))
-    if t == _RV:
-        _arity(obj, 8)
-        return RequestVote(term, src, dst, _nat(obj[4], "last_log_index"), _nat(obj[5], "last_log_term"),
-                           _bool(obj[6], "pre_vote"), _bool(obj[7], "transfer"))
-    if t == _RVR:
-        _arity(obj, 6)
-        return RequestVoteReply(term, src, dst, _bool(obj[4], "granted"), _bool(obj[5], "pre_vote"))
-    if t == _TN:
-        _arity(obj, 4)
-        return TimeoutNow(term, src, dst)
-    if t == _IS:
-        _arity(obj, 8)
-        if type(obj[7]) is not bytes:
-            raise CodecError("snapshot data must be bytes")
-        meta = SnapshotMeta(_nat(obj[4], "index"), _nat(obj[5], "term"), _nat(obj[6], "next_position"))
-        return InstallSnapshot(term, src, dst, Snapshot(meta, obj[7]))
-    if t == _ISR:
-        _arity(obj, 5)
-        return InstallSnapshotReply(term, src, dst, _nat(obj[4], "match_index"))
-    raise CodecError(f"unknown message type {t}")
+def _dec_append_entries_reply(o: list[Any]) -> AppendEntriesReply:
+    _arity(o, 9, "AppendEntriesReply")
+    return AppendEntriesReply(_nat(o[1], "term"), NodeId(_name(o[2], "src")), NodeId(_name(o[3], "dst")),
+                              _flag(o[4], "success"), _nat(o[5], "match_index"), _nat(o[6], "reject_index"),
+                              _nat(o[7], "hint_index"), _nat(o[8], "hint_term"))
+
+
+def _dec_request_vote(o: list[Any]) -> RequestVote:
+    _arity(o, 8, "RequestVote")
+    return RequestVote(_nat(o[1], "term"), NodeId(_name(o[2], "src")), NodeId(_name(o[3], "dst")),
+                       _nat(o[4], "last_log_index"), _nat(o[5], "last_log_term"), _flag(o[6], "pre_vote"),
+                       _flag(o[7], "transfer"))
+
+
+def _dec_request_vote_reply(o: list[Any]) -> RequestVoteReply:
+    _arity(o, 6, "RequestVoteReply")
+    return RequestVoteReply(_nat(o[1], "term"), NodeId(_name(o[2], "src")), NodeId(_name(o[3], "dst")),
+                            _flag(o[4], "granted"), _flag(o[5], "pre_vote"))
+
+
+def _dec_timeout_now(o: list[Any]) -> TimeoutNow:
+    _arity(o, 4, "TimeoutNow")
+    return TimeoutNow(_nat(o[1], "term"), NodeId(_name(o[2], "src")), NodeId(_name(o[3], "dst")))
+
+
+def _dec_install_snapshot(o: list[Any]) -> InstallSnapshot:
+    _arity(o, 8, "InstallSnapshot")
+    data = o[7]
+    if type(data) is not bytes:
+        raise CodecError(f"snapshot data must be a bin, not {type(data).__name__}")
+    meta = SnapshotMeta(_nat(o[4], "snapshot index"), _nat(o[5], "snapshot term"),
+                        _nat(o[6], "snapshot next_position"))
+    return InstallSnapshot(_nat(o[1], "term"), NodeId(_name(o[2], "src")), NodeId(_name(o[3], "dst")),
+                           Snapshot(meta, data))
+
+
+def _dec_install_snapshot_reply(o: list[Any]) -> InstallSnapshotReply:
+    _arity(o, 5, "InstallSnapshotReply")
+    return InstallSnapshotReply(_nat(o[1], "term"), NodeId(_name(o[2], "src")), NodeId(_name(o[3], "dst")),
+                                _nat(o[4], "match_index"))
+
+
+_DECODERS: Final[dict[int, Callable[[list[Any]], Message]]] = {
+    APPEND_ENTRIES: _dec_append_entries,
+    APPEND_ENTRIES_REPLY: _dec_append_entries_reply,
+    REQUEST_VOTE: _dec_request_vote,
+    REQUEST_VOTE_REPLY: _dec_request_vote_reply,
+    TIMEOUT_NOW: _dec_timeout_now,
+    INSTALL_SNAPSHOT: _dec_install_snapshot,
+    INSTALL_SNAPSHOT_REPLY: _dec_install_snapshot_reply,
+}
+
+
+def decode(payload: bytes | bytearray | memoryview) -> Message:
+    """The message in one frame's payload, validated field by field.
+
+    Raises CodecError, and nothing else, for any payload that is not exactly a
+    message of the format above: undecodable msgpack, trailing bytes, an
+    unknown type, a wrong number of items, a wrongly typed or negative field,
+    an over-long id, entries whose indexes do not follow ``prev_log_index``.
+    """
+    o = _unpack(payload)
+    if type(o) is not list or not o:
+        raise CodecError(f"a message must be a non-empty array, not {type(o).__name__}")
+    code = o[0]
+    dec = _DECODERS.get(code) if type(code) is int else None
+    if dec is None:
+        raise CodecError(f"unknown message type {code!r:.20}")
+    try:
+        return dec(o)
+    except CodecError:
+        raise
+    except _UNPACK_ERRORS as exc:  # e.g. an entry that is not a 4-item array
+        raise CodecError(f"malformed message of type {code}: {type(exc).__name__}: {exc}") from None
+
+
+def decode_hello(payload: bytes | bytearray | memoryview) -> tuple[str, str]:
+    """``(node_id, cluster_name)`` from a hello payload; CodecError if it is anything else
+    (a message, another protocol version, a malformed array)."""
+    o = _unpack(payload)
+    if type(o) is not list or len(o) != 4 or type(o[0]) is not int or o[0] != HELLO:
+        raise CodecError("expected a hello [100, version, node_id, cluster] as the first frame")
+    if type(o[1]) is not int or o[1] != PROTOCOL_VERSION:
+        raise CodecError(f"protocol version {o[1]!r:.20} is not supported (this node speaks {PROTOCOL_VERSION})")
+    return _name(o[2], "hello node_id"), _name(o[3], "hello cluster")
+
+
+# --- framing ---------------------------------------------------------------------
+
+
+class FrameDecoder:
+    """Splits a byte stream into frame payloads, whatever the read boundaries.
+
+    ``feed`` takes the bytes of one read and yields, in order, the payloads
+    they complete, as memoryviews (read-only; valid as long as the caller
+    keeps them). Bytes of an unfinished frame are kept for the next ``feed``.
+    The common case, whole frames within one read, copies nothing; a frame
+    split across reads is gathered in a buffer and copied out once complete. A length
+    above ``max_frame_bytes`` raises CodecError as soon as its 4 bytes are
+    seen, after the frames before it and before its payload is buffered.
+    Iterate each ``feed`` to the end (or drop the stream after an error).
+    """
+
+    __slots__ = ("max_frame_bytes", "_tail", "_need")
+
+    def __init__(self, max_frame_bytes: int = MAX_FRAME_BYTES) -> None:
+        self.max_frame_bytes = max_frame_bytes
+        self._tail = bytearray()  # the start of an unfinished frame
+        self._need = FRAME_HEADER_BYTES  # how long _tail must grow before a frame can complete
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes of an unfinished frame held for the next ``feed``."""
+        return len(self._tail)
+
+    def feed(self, data: bytes) -> Iterator[memoryview]:
+        tail = self._tail
+        if tail:
+            tail += data
+            if len(tail) < self._need:
+                return
+            data = bytes(tail)
+            tail.clear()
+        view = memoryview(data).toreadonly()
+        end = len(data)
+        pos = 0
+        unpack_from = FRAME_HEADER.unpack_from
+        self._need = FRAME_HEADER_BYTES
+        while end - pos >= 4:
+            (n,) = unpack_from(data, pos)
+            if n > self.max_frame_bytes:
+                raise CodecError(f"frame length {n} exceeds max_frame_bytes={self.max_frame_bytes}")
+            if end - pos - 4 < n:
+                self._need = 4 + n
+                break
+            pos += 4 + n
+            yield view[pos - n : pos]
+        if pos < end:
+            tail += view[pos:]
