@@ -214,5 +214,10 @@ def _table(cols: list[str], rows: list[dict[str, Any]]) -> None:
         click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths)))
 
 
+from client.console import COMMANDS  # noqa: E402  (data commands: produce, consume, topic, group, message)
+
+for _command in COMMANDS:
+    main.add_command(_command)
+
 if __name__ == "__main__":
     main()
