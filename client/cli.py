@@ -219,5 +219,12 @@ from client.console import COMMANDS  # noqa: E402  (data commands: produce, cons
 for _command in COMMANDS:
     main.add_command(_command)
 
+
+@main.command("chaos", context_settings=PASSTHROUGH)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def chaos(args: tuple[str, ...]) -> None:
+    """Fault injection against a real local group: raftmq chaos run --help."""
+    _exec_module("chaos", args)
+
 if __name__ == "__main__":
     main()

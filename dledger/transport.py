@@ -447,7 +447,10 @@ class PeerTransport:
         label = f"node={self.node_id} peer={p.id}"
         try:
             async with asyncio.timeout(self.config.connect_timeout_ms / 1000):
-                _, conn = await loop.create_connection(lambda: _Outbound(p.wake, label), p.addr[0], p.addr[1])
+                # Dial from our own listen address: peers (and a test's packet
+                # filter) then see which node a connection comes from.
+                _, conn = await loop.create_connection(lambda: _Outbound(p.wake, label), p.addr[0], p.addr[1],
+                                                       local_addr=(self.listen[0], 0))
         except (OSError, TimeoutError) as exc:
             p.dial_failures += 1
             level = logging.INFO if p.dial_failures == 1 else logging.DEBUG

@@ -1,0 +1,3 @@
+from chaos.cli import chaos_group
+
+chaos_group(prog_name="raftmq chaos")
