@@ -181,3 +181,38 @@ def emit(r: Result, as_json: bool) -> None:
         p99 = "-" if r.p99_ms is None else f"{r.p99_ms:.2f}"
         print(f"{r.bench:8} flush={r.flush:5} batch={r.batch:<5} clients={r.producers:<3} "
               f"{r.messages_per_s:>9,.0f} msg/s {r.mb_per_s:>7.1f} MB/s  p50 {p50} ms  p99 {p99} ms", flush=True)
+
+
+async def produce_per_message(urls: list[str], topic: str, queues: int, outstanding: int, duration_s: float,
+                              message_bytes: int, flush: str) -> Result:
+    """One ``Producer.send`` call per message, ``outstanding`` calls in flight:
+    what the client's automatic batching (linger, per-queue requests) makes of
+    it. Latency is per message, from the call to its acknowledgement."""
+    from client.producer import Producer
+
+    async with aiohttp.ClientSession() as session:
+        leader = await _leader(session, urls)
+        await ensure_topic(session, leader, topic, queues)
+    body = os.urandom(message_bytes // 2).hex().encode()[:message_bytes]
+    lat: list[float] = []
+    count = 0
+    start = time.monotonic()
+    stop_at = start + duration_s
+    warm_until = start + min(1.0, duration_s / 5)
+    async with Producer(urls) as p:
+        async def caller() -> None:
+            nonlocal count
+            while True:
+                t0 = time.monotonic()
+                if t0 >= stop_at:
+                    return
+                await p.send(topic, body)
+                if t0 >= warm_until:
+                    lat.append(time.monotonic() - t0)
+                    count += 1
+
+        await asyncio.gather(*(caller() for _ in range(outstanding)))
+    seconds = stop_at - warm_until
+    rate = count / seconds
+    return Result("produce-per-message", flush, 1, outstanding, count, round(seconds, 2), round(rate),
+                  round(rate * message_bytes / 1e6, 1), _pct(lat, 0.5), _pct(lat, 0.99))

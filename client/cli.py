@@ -80,9 +80,13 @@ def _bench_targets(servers: tuple[str, ...], flush: str) -> list[tuple[str, list
 @click.option("--duration", type=click.FloatRange(1, 600), default=5.0, show_default=True, help="Seconds per run.")
 @click.option("--message-bytes", type=click.IntRange(1, 4 << 20), default=1024, show_default=True)
 @click.option("--topic", default="bench", show_default=True)
+@click.option("--per-message", is_flag=True,
+              help="Send through the Python client's Producer, one send() call per message (automatic batching).")
+@click.option("--outstanding", type=click.IntRange(1, 100_000), default=1000, show_default=True,
+              help="With --per-message: send() calls in flight.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per measurement.")
 def bench_produce(servers: tuple[str, ...], flush: str, batch: str, producers: str, duration: float,
-                  message_bytes: int, topic: str, as_json: bool) -> None:
+                  message_bytes: int, topic: str, per_message: bool, outstanding: int, as_json: bool) -> None:
     """Produce throughput and latency over the HTTP API (msgpack)."""
     import asyncio
 
@@ -91,6 +95,10 @@ def bench_produce(servers: tuple[str, ...], flush: str, batch: str, producers: s
     batches, clients = _ints(batch, "--batch"), _ints(producers, "--producers")
 
     def run(urls: list[str], label: str) -> None:
+        if per_message:
+            b.emit(asyncio.run(b.produce_per_message(urls, topic, 8, outstanding, duration, message_bytes, label)),
+                   as_json)
+            return
         for n in batches:
             for c in clients:
                 b.emit(asyncio.run(b.produce(urls, topic, 8, n, c, duration, message_bytes, label)), as_json)
