@@ -4,6 +4,8 @@ suite, proof that a lost majority is caught, and the long run (opt-in)."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -18,11 +20,22 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def chaos_run(tmp_path: Path, *args: str, timeout_s: float) -> tuple[int, dict[str, Any], str]:
-    r = subprocess.run([sys.executable, "-m", "chaos", "run", "--quiet", "--out", str(tmp_path / "out"),
-                        "--base-dir", str(tmp_path / "data"), *args],
-                       capture_output=True, text=True, timeout=timeout_s, cwd=REPO)
+    """Run ``raftmq chaos run`` in its own process group, so that whatever it
+    started (broker processes, its network namespace) is killed with it if the
+    test fails or times out."""
+    proc = subprocess.Popen([sys.executable, "-m", "chaos", "run", "--quiet", "--out", str(tmp_path / "out"),
+                             "--base-dir", str(tmp_path / "data"), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
+                            start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout_s)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # a no-op when everything already exited
+        except ProcessLookupError:
+            pass
     report = json.loads((tmp_path / "out" / "chaos-report.json").read_text())
-    return r.returncode, report, r.stdout + r.stderr
+    return proc.returncode, report, out
 
 
 def test_chaos_smoke_leader_kills_pauses_and_partitions_lose_nothing(tmp_path: Path) -> None:
