@@ -29,6 +29,7 @@ flush of the same store is in flight).
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -46,6 +47,7 @@ from dledger.store.entry_format import (
     encode_batch,
     segment_start,
 )
+from dledger.store.file_names import parse_file_name
 from dledger.store.hard_state import FileHardStateStore
 from dledger.store.index_file import RECORD, RECORD_BYTES, IndexFiles, IndexRecord, encode_records
 from dledger.store.log_start import LogStart
@@ -109,6 +111,10 @@ class FileLogStore:
         self._start_path = meta / "log_start"
         start = log_start.load(self._start_path)
         if start is None:
+            if any(parse_file_name(n) is not None for d in (commitlog, index_dir) for n in os.listdir(d)):
+                # The checkpoint is written before any segment: without it, where
+                # the log starts is unknown, and guessing could delete it all.
+                raise CorruptLog(f"{self._start_path} is missing but {root} holds log files")
             start = LogStart(self._sb)
             log_start.save(self._start_path, start)
         elif start.segment_bytes != self._sb:
@@ -377,7 +383,7 @@ class FileLogStore:
             magic, _size, _term, index, _kind, _crc = HEADER.unpack(head)
             if magic == ENTRY_MAGIC and self._snap_index < index <= self._last \
                     and self._frame_position(index) == seg:
-                return index
+                return int(index)
         raise CorruptLog(f"segment {seg} in {self._dir} does not open with the frame the index expects")
 
     def _truncate_after(self, index: int) -> None:

@@ -27,7 +27,9 @@ Opening thus costs one sequential read of at most two segments, not of the
 log (more only if the index is damaged below them). Entries before the anchor
 are trusted to the index and checked by CRC when read: a damaged entry there is
 not a torn tail but damage to synced data, and raises ``CorruptLog`` at read
-time rather than being silently dropped or served. What is cut is logged.
+time rather than being silently dropped or served. For the same reason a scan
+that stops in a segment older than the newest two raises ``CorruptLog`` at open
+instead of cutting durable entries. What is cut is logged.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Final
 
+from dledger.errors import CorruptLog
 from dledger.store.entry_format import (
     BLANK,
     BLANK_BYTES,
@@ -91,6 +94,14 @@ def recover(segments: SegmentFiles, index: IndexFiles, start: LogStart) -> Tail:
     reconciler = _IndexReconciler(index, anchor.next_index)
     scan = _Scan(segments, anchor, reconciler)
     scan.run()
+    tearable_from = segments.starts[-2] if len(segments.starts) >= 2 else None
+    if tearable_from is not None and scan.stop < tearable_from:
+        # Only the newest two segments can hold unsynced bytes; a bad frame (or a
+        # missing file) further back is damage to durable data, not a torn tail.
+        # Cutting there would silently drop durable entries: refuse instead.
+        raise CorruptLog(f"{where}: entry {scan.last_index + 1} at position {scan.stop} is damaged "
+                         f"({scan.reason}) in a segment older than the newest two; the log is corrupt "
+                         f"beyond its tail (restore this node's data from a replica)")
     reconciler.finish(scan.last_index)
 
     dropped = segments.cut(scan.end)

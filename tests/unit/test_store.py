@@ -451,7 +451,7 @@ def test_a_torn_rollover_ends_the_log_before_it(tmp_path: Path) -> None:
     """Recovery accepts a segment boundary only if the frame before it and the
     end-of-segment marker after that frame are both sound."""
     store = open_store(tmp_path)
-    entries = [entry(i, size=1000) for i in range(1, 10)]  # 3 frames of 1032 bytes and a marker per segment
+    entries = [entry(i, size=1000) for i in range(1, 6)]  # 3 frames of 1032 bytes and a marker per segment
     store.append(entries)
     store.close()
     seg0 = tmp_path / "commitlog" / segments(tmp_path)[0]
@@ -461,6 +461,28 @@ def test_a_torn_rollover_ends_the_log_before_it(tmp_path: Path) -> None:
     assert segments(tmp_path) == [seg0.name]
     store.append([entries[3]])  # and the rollover is redone identically
     assert store.body_position(4) == SEG + HEADER_BYTES
+
+
+def test_damage_older_than_the_newest_two_segments_is_refused_not_cut(tmp_path: Path) -> None:
+    """Segments older than the newest two are durable before a new one is made:
+    damage there is corruption, and cutting would silently drop durable entries."""
+    store = open_store(tmp_path)
+    entries = [entry(i, size=1000) for i in range(1, 10)]  # segments 0, 1, 2
+    store.append(entries)
+    store.close()
+    seg0 = tmp_path / "commitlog" / segments(tmp_path)[0]
+    os.truncate(seg0, 3 * 1032 + 4)
+    with pytest.raises(CorruptLog):
+        open_store(tmp_path)
+    assert len(segments(tmp_path)) == 3  # nothing was deleted
+
+
+def test_a_missing_log_start_checkpoint_is_refused_when_log_files_exist(tmp_path: Path) -> None:
+    written_store(tmp_path)
+    (tmp_path / "meta" / "log_start").unlink()
+    with pytest.raises(CorruptLog):
+        open_store(tmp_path)
+    assert segments(tmp_path)
 
 
 def test_lost_index_is_rebuilt_from_the_data(tmp_path: Path) -> None:
@@ -501,7 +523,12 @@ def test_sync_flush_fdatasyncs_each_written_file_once_per_batch(tmp_path: Path, 
     store = open_store(tmp_path, segment_bytes=1 << 20, flush="sync")
     synced: list[int] = []
     real = os.fdatasync
-    monkeypatch.setattr(os, "fdatasync", lambda fd: (synced.append(fd), real(fd))[1])
+
+    def counting(fd: int) -> None:
+        synced.append(fd)
+        real(fd)
+
+    monkeypatch.setattr(os, "fdatasync", counting)
     store.append(batch(1, 101))  # 100 entries
     store.flush()
     assert len(synced) == 2  # one data segment and one index file, not one per entry
@@ -558,7 +585,12 @@ def test_one_data_write_per_segment_touched_per_batch(tmp_path: Path, monkeypatc
     store = open_store(tmp_path, segment_bytes=1 << 20)
     writes: list[int] = []
     real = os.pwrite
-    monkeypatch.setattr(os, "pwrite", lambda fd, data, off: (writes.append(fd), real(fd, data, off))[1])
+
+    def counting(fd: int, data: bytes, offset: int) -> int:
+        writes.append(fd)
+        return real(fd, data, offset)
+
+    monkeypatch.setattr(os, "pwrite", counting)
     store.append(batch(1, 101))
     assert len(writes) == 2  # one for the data, one for the index records
 
