@@ -8,8 +8,9 @@ segment before the first frame written after a snapshot install are a hole
 (zeros). What the bytes mean is described in ``entry_format.py``.
 
 This module only moves bytes: positional reads and writes on cached file
-descriptors, truncation, deletion, and fdatasync of what was written since the
-last sync (group commit). Write and sync failures raise ``StorageFailure``.
+descriptors (at most ``MAX_OPEN_SEGMENTS`` open), truncation, deletion, and
+fdatasync of what was written since the last sync (group commit). Write and
+sync failures raise ``StorageFailure``.
 """
 
 from __future__ import annotations
@@ -17,11 +18,14 @@ from __future__ import annotations
 import os
 from bisect import bisect_left, bisect_right
 from pathlib import Path
+from typing import Final
 
 from dledger.errors import StorageFailure
 from dledger.store.durable import open_dir
 from dledger.store.entry_format import segment_start
 from dledger.store.file_names import file_name, parse_file_name
+
+MAX_OPEN_SEGMENTS: Final = 64  # descriptors kept open; more are closed oldest-opened first
 
 
 class SegmentFiles:
@@ -60,7 +64,17 @@ class SegmentFiles:
             self.starts.insert(i, start)
             self._dir_dirty = True
         self._fds[start] = fd
+        if len(self._fds) > MAX_OPEN_SEGMENTS:
+            self._close_one(keep=start)
         return fd
+
+    def _close_one(self, keep: int) -> None:
+        """Close the longest-open descriptor that has no unsynced writes (a big log
+        must not run out of descriptors; an old segment is reopened when read)."""
+        for s in self._fds:
+            if s != keep and s not in self._dirty:
+                os.close(self._fds.pop(s))
+                return
 
     # -- reads -------------------------------------------------------------
     def pread(self, start: int, offset: int, size: int) -> bytes:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -32,9 +33,22 @@ def batch(lo: int, hi: int, term: int = 1, size: int = 300) -> list[Entry]:
     return [entry(i, term, size + (i * 37) % 200) for i in range(lo, hi)]
 
 
+_opened: list[FileLogStore] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_stores() -> Iterator[None]:
+    """Close every store a test opened (their descriptors outlive the object)."""
+    yield
+    while _opened:
+        _opened.pop().close()
+
+
 def open_store(path: Path, **kw: object) -> FileLogStore:
     cfg = {"segment_bytes": SEG, **kw}
-    return FileLogStore(path, StoreConfig(**cfg))  # type: ignore[arg-type]
+    store = FileLogStore(path, StoreConfig(**cfg))  # type: ignore[arg-type]
+    _opened.append(store)
+    return store
 
 
 def segments(path: Path) -> list[str]:
@@ -681,3 +695,13 @@ def test_hard_state_ignores_a_torn_temp_file_and_rejects_a_damaged_file(tmp_path
     path.write_bytes(bytes(raw))
     with pytest.raises(CorruptLog):
         FileHardStateStore(tmp_path).load()
+
+
+def test_open_descriptors_stay_bounded_on_a_long_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("dledger.store.segment.MAX_OPEN_SEGMENTS", 4)
+    store = open_store(tmp_path, segment_bytes=1024, cache_bytes=0)
+    entries = [entry(i, size=900) for i in range(1, 41)]  # one segment each
+    for e in entries:
+        store.append([e])
+    assert store.entries(1, 41, 1 << 30) == entries  # reading every segment reopens the closed ones
+    assert len(store._segments._fds) <= 4
