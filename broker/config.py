@@ -68,6 +68,7 @@ class BrokerConfig:
     heartbeat_ticks: int = 2
     election_timeout_ticks: int = 12
     preferred_leader: str | None = None
+    rejoin: bool = False  # set by --rejoin: this node's data was lost; no votes until caught up
     consumer_session_timeout_ms: int = 6000  # a consumer silent this long leaves its group
     limits: Limits = field(default_factory=Limits)
 

@@ -123,6 +123,7 @@ class Broker:
             heartbeat_ticks=config.heartbeat_ticks,
             election_timeout_ticks=config.election_timeout_ticks,
             preferred_leader=config.preferred_leader,
+            rejoin=config.rejoin,
         )
         try:
             self.log = DLedger(node_cfg, self.state, applied_index=applied)

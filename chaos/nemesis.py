@@ -109,11 +109,13 @@ class Group:
         self.partitioned = False
 
     # -- processes -------------------------------------------------------
-    def start(self, node: Node) -> None:
+    def start(self, node: Node, rejoin: bool = False) -> None:
+        """Start ``node``; ``rejoin`` after its data was wiped (no votes until caught up)."""
         if node.alive():
             return
+        extra = ["--rejoin"] if rejoin else []
         with open(node.log_path, "ab") as logf:
-            node.proc = subprocess.Popen([sys.executable, "-m", "broker", "--config", str(node.config_path)],
+            node.proc = subprocess.Popen([sys.executable, "-m", "broker", "--config", str(node.config_path), *extra],
                                          stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         node.paused = False
 

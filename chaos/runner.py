@@ -157,7 +157,7 @@ class Run:
             if name == "wipe":
                 await asyncio.to_thread(g.wipe, node)
             await asyncio.sleep(self.cfg.fault_s)
-            await asyncio.to_thread(g.start, node)
+            await asyncio.to_thread(g.start, node, name == "wipe")
         elif name in ("pause-leader", "pause"):
             await asyncio.to_thread(g.pause, node)
             await asyncio.sleep(self.cfg.fault_s)

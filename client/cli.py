@@ -4,6 +4,9 @@ the code that does the work, and turns failures into one line and an exit code.
 ``raftmq broker`` and ``raftmq bench log`` run the broker and the log
 benchmark as programs (``python -m broker``, ``python -m dledger.bench``):
 the client knows the servers only as programs and HTTP endpoints.
+``raftmq cluster`` manages a local group (client/cluster.py); the data
+commands ``produce``, ``consume``, ``topic``, ``group`` and ``message`` talk
+to a group through the Python client (client/commands.py).
 """
 
 from __future__ import annotations
@@ -206,10 +209,11 @@ def cluster_status(base_dir: str, as_json: bool) -> None:
 @cluster.command("restart-node")
 @click.argument("node_id")
 @click.option("--base-dir", type=click.Path(file_okay=False), default=DEFAULT_BASE_DIR, show_default=True)
-def cluster_restart_node(node_id: str, base_dir: str) -> None:
+@click.option("--rejoin", is_flag=True, help="The node's data was lost: it must not vote until it has caught up.")
+def cluster_restart_node(node_id: str, base_dir: str, rejoin: bool) -> None:
     """Start one stopped or killed node of a group again."""
     try:
-        cluster_mod.restart_node(Path(base_dir), node_id, echo=click.echo)
+        cluster_mod.restart_node(Path(base_dir), node_id, echo=click.echo, rejoin=rejoin)
     except cluster_mod.ClusterError as exc:
         _fail(exc)
 
@@ -222,7 +226,8 @@ def _table(cols: list[str], rows: list[dict[str, Any]]) -> None:
         click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths)))
 
 
-from client.console import COMMANDS  # noqa: E402  (data commands: produce, consume, topic, group, message)
+# The data commands (produce, consume, topic, group, message) live in client/commands.py.
+from client.commands import COMMANDS  # noqa: E402
 
 for _command in COMMANDS:
     main.add_command(_command)

@@ -92,11 +92,11 @@ def _http_json(url: str, timeout_s: float = 1.0) -> dict[str, Any] | None:
         return None
 
 
-def _start(node: NodeSpec, detach: bool) -> subprocess.Popen[bytes]:
+def _start(node: NodeSpec, detach: bool, rejoin: bool = False) -> subprocess.Popen[bytes]:
     logf = open(node.log_path, "ab")
     try:
         return subprocess.Popen(
-            [sys.executable, "-m", "broker", "--config", node.config_path],
+            [sys.executable, "-m", "broker", "--config", node.config_path, *(["--rejoin"] if rejoin else [])],
             stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=detach,
         )
@@ -268,14 +268,14 @@ def status(base_dir: Path) -> dict[str, Any]:
     return {"group": group, "flush": flush, "nodes": rows}
 
 
-def restart_node(base_dir: Path, node_id: str, echo=print) -> int:
+def restart_node(base_dir: Path, node_id: str, echo=print, rejoin: bool = False) -> int:
     group, flush, specs = load_state(base_dir)
     node = next((n for n in specs if n.id == node_id), None)
     if node is None:
         raise ClusterError(f"no node {node_id!r} in {base_dir}; nodes are {', '.join(n.id for n in specs)}")
     if _alive(node.pid):
         raise ClusterError(f"node {node_id} is running (pid {node.pid})")
-    proc = _start(node, detach=True)
+    proc = _start(node, detach=True, rejoin=rejoin)
     node.pid = proc.pid
     save_state(base_dir, group, flush, specs)
     deadline = time.monotonic() + 20

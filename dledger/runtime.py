@@ -91,6 +91,9 @@ class NodeConfig:
     max_inflight_msgs: int = 256
     max_batch_bytes: int = 256 << 10
     preferred_leader: str | None = None
+    # This node's data was lost and it rejoins an existing group: it does not
+    # vote or campaign until it has caught up (see RaftCore's ``recovering``).
+    rejoin: bool = False
     transport: TransportConfig = field(default_factory=TransportConfig)
     seed: int | None = None
 
@@ -213,7 +216,21 @@ class DLedger:
             latest = self._load_snapshot(snaps[-1])
             self._sm.restore(latest.data)
             applied = latest.meta.index
-        self.core = RaftCore(config.core_config(), self.store, self._hs_store.load(), applied_index=applied)
+        hard_state = self._hs_store.load()
+        # A marker file keeps "recovering" across restarts until caught up.
+        self._recovering_marker = data / "recovering"
+        empty = self.store.last_index() == 0 and self.store.first_index() == 1 and hard_state.term == 0
+        recovering = self._recovering_marker.exists() or (config.rejoin and empty)
+        if recovering and not self._recovering_marker.exists():
+            fd = os.open(self._recovering_marker, os.O_CREAT | os.O_WRONLY, 0o644)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        if recovering:
+            log.warning("node=%s rejoining with lost data: no votes until caught up with a leader", config.node_id)
+        self.core = RaftCore(config.core_config(), self.store, hard_state, applied_index=applied,
+                             recovering=recovering)
         start = self.store.first_index() - 1
         if start > 0 and start in snaps:
             self.core.set_snapshot(self._load_snapshot(start))
@@ -555,6 +572,8 @@ class DLedger:
                         fut.set_exception(ProposalDropped(f"entry {e.index} was overwritten by term {e.term}"))
 
     def _after_advance(self) -> None:
+        if not self.core.recovering and self._recovering_marker.exists():
+            self._recovering_marker.unlink()
         is_leader = self.core.role is Role.LEADER
         if self._was_leader and not is_leader:
             self._fail_pending(LeadershipLost("leadership lost while the proposal was in flight; outcome unknown"))

@@ -140,8 +140,16 @@ class _Votes:
 class RaftCore:
     """One node's Raft state machine. See the module docstring for the calling protocol."""
 
-    def __init__(self, config: CoreConfig, storage: LogStorage, hard_state: HardState, applied_index: int = 0) -> None:
+    def __init__(self, config: CoreConfig, storage: LogStorage, hard_state: HardState, applied_index: int = 0,
+                 recovering: bool = False) -> None:
+        """``recovering``: this node lost its data (its disk was wiped) and is
+        rejoining a group with history. It may have voted, and acknowledged
+        entries, that it no longer remembers, so until it holds everything a
+        leader says is committed it neither votes nor campaigns: otherwise it
+        could form a majority with a lagging node that lacks committed entries
+        (the rule behind etcd's ``--initial-cluster-state existing``)."""
         self.config = config
+        self.recovering = recovering
         self.id: NodeId = config.node_id
         self.voters: tuple[NodeId, ...] = config.voters
         self.peers: tuple[NodeId, ...] = tuple(v for v in config.voters if v != config.node_id)
@@ -188,7 +196,7 @@ class RaftCore:
     def campaign(self) -> None:
         """Start an election now (with pre-vote if enabled), as if the timer fired.
         Used by the runtime when the leader's connection drops."""
-        if self.role is Role.LEADER:
+        if self.role is Role.LEADER or self.recovering:
             return
         self.election_elapsed = 0
         self._campaign(transfer=False)
@@ -351,6 +359,7 @@ class RaftCore:
             "commit_index": self.log.committed,
             "applied_index": self.log.applied,
             "last_index": self.log.last_index(),
+            "recovering": self.recovering,
         }
         if self.role is Role.LEADER:
             st["progress"] = {p: pr.describe() for p, pr in self.progress.items()}
@@ -427,7 +436,8 @@ class RaftCore:
         self.election_elapsed += 1
         if self.election_elapsed >= self._randomized_timeout:
             self.election_elapsed = 0
-            self._campaign(transfer=False)
+            if not self.recovering:
+                self._campaign(transfer=False)
 
     def _tick_heartbeat(self) -> None:
         self.heartbeat_elapsed += 1
@@ -495,6 +505,9 @@ class RaftCore:
         # We can vote for m.src if we already did in this term, or have voted for
         # nobody and know no leader; a pre-vote for a future term is always
         # considered (it changes nothing here).
+        if self.recovering:
+            self._send(RequestVoteReply(self.term, self.id, m.src, granted=False, pre_vote=m.pre_vote))
+            return
         can_vote = (
             self.voted_for == m.src
             or (self.voted_for is None and self.leader_id is None)
@@ -522,7 +535,7 @@ class RaftCore:
             self.election_elapsed = 0
             self.leader_id = m.src
             self._handle_snapshot(m)
-        elif isinstance(m, TimeoutNow):
+        elif isinstance(m, TimeoutNow) and not self.recovering:
             log.info("node=%s term=%d TimeoutNow from=%s: campaigning", self.id, self.term, m.src)
             self._campaign(transfer=True)
         # Vote replies of an old candidacy, replies meant for a leader: ignored.
@@ -570,12 +583,14 @@ class RaftCore:
             skip = lg.committed - prev_index
             if skip >= len(entries):
                 self._send(AppendEntriesReply(self.term, self.id, m.src, success=True, match_index=lg.committed))
+                self._maybe_end_recovery(m.leader_commit)
                 return
             prev_index, prev_term = lg.committed, entries[skip - 1].term
             entries = entries[skip:]
         last_new = lg.maybe_append(prev_index, prev_term, m.leader_commit, entries)
         if last_new is not None:
             self._send(AppendEntriesReply(self.term, self.id, m.src, success=True, match_index=last_new))
+            self._maybe_end_recovery(m.leader_commit)
             return
         # Reject with a hint: the last index whose term is <= the leader's
         # prev_log_term lets the leader skip a whole term at once.
@@ -588,6 +603,12 @@ class RaftCore:
                 hint_index=hint_index, hint_term=hint_term,
             )
         )
+
+    def _maybe_end_recovery(self, leader_commit: int) -> None:
+        if self.recovering and self.log.committed >= leader_commit:
+            self.recovering = False
+            log.info("node=%s term=%d caught up to the leader's commit index %d: voting again",
+                     self.id, self.term, leader_commit)
 
     def _handle_snapshot(self, m: InstallSnapshot) -> None:
         lg = self.log
@@ -610,6 +631,13 @@ class RaftCore:
             return
         pr.recent_active = True
         if not m.success:
+            if 0 < pr.match_index == m.reject_index and m.hint_index < pr.match_index:
+                # A heartbeat at the match point refused, with a hint below it:
+                # the follower no longer holds what it acknowledged (a wiped disk,
+                # a torn tail). Find its match point afresh.
+                self.follower_restarted(m.src)
+                self._send_append(m.src)
+                return
             probe = m.hint_index
             if m.hint_term > 0:
                 probe = self.log.find_conflict_by_term(m.hint_index, m.hint_term)
@@ -696,7 +724,9 @@ class RaftCore:
                 pr.become_probe()
                 self._send_append(p)
                 continue
-            self._send(AppendEntries(self.term, self.id, p, prev, prev_term, (), min(commit, prev)))
+            # The full commit index: a follower commits only up to what it holds
+            # (§5.3), and a recovering follower learns what it must catch up to.
+            self._send(AppendEntries(self.term, self.id, p, prev, prev_term, (), commit))
 
     def _send_append(self, to: NodeId) -> bool:
         """Send the next AppendEntries (or snapshot) to ``to`` if flow control

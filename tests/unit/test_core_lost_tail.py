@@ -80,3 +80,34 @@ def test_leadership_moves_to_the_preferred_leader_once_it_is_caught_up() -> None
         cl.run(4 * 10)  # a few election timeouts
         assert cl.leader().id == preferred
         assert [c.role for c in cl.cores.values()].count(Role.LEADER) == 1
+
+
+def test_a_wiped_node_rejoining_neither_votes_nor_campaigns_until_caught_up() -> None:
+    """A node that lost its disk may have acknowledged committed entries it no
+    longer holds: with a lagging peer it could otherwise form a majority
+    without them (the lost writes the chaos run found)."""
+    cl = Cluster()
+    cl.run(40)
+    lead = cl.leader()
+    for k in range(20):
+        lead.propose(b"c%d" % k)
+    cl.process(lead.id)
+    cl.run(3)
+    wiped = next(i for i in IDS if i != lead.id)
+    cl.stores[wiped] = MemoryLogStore()
+    cl.hs[wiped] = MemoryHardStateStore()
+    cfg = CoreConfig(wiped, IDS, seed=9)  # type: ignore[arg-type]
+    cl.cores[wiped] = RaftCore(cfg, cl.stores[wiped], cl.hs[wiped].load(), recovering=True)
+    w = cl.cores[wiped]
+    from dledger.core.messages import RequestVote
+
+    other = next(i for i in IDS if i not in (lead.id, wiped))
+    w.step(RequestVote(lead.term, other, wiped, 0, 0))  # type: ignore[arg-type]
+    cl.process(wiped)
+    assert all(not getattr(m, "granted", False) for m in cl.net)  # refused while recovering
+    cl.net.clear()
+    for _ in range(30):
+        w.tick()
+    assert w.role is Role.FOLLOWER  # never campaigned
+    cl.run(40)  # the leader's heartbeats and entries reach it
+    assert not w.recovering and w.commit_index >= lead.commit_index - 1

@@ -22,7 +22,7 @@ ALLOWED = {
     "dledger": {"msgpack", "dledger"},
     "broker": {"msgpack", "aiohttp", "broker", "dledger"},
     "client": {"msgpack", "aiohttp", "click", "client"},
-    "chaos": {"client", "chaos", "matplotlib"},
+    "chaos": {"client", "chaos", "matplotlib", "click"},  # click: its command line
 }
 # The benchmark's baseline node runs the library we compare with.
 EXTRA = {"dledger/bench_pysyncobj.py": {"pysyncobj"}}
