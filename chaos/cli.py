@@ -1,65 +1,126 @@
-"""``raftmq chaos run`` (also ``python -m chaos run``)."""
+"""``raftmq chaos run`` (also ``python -m chaos run``): the command-line edge of
+``chaos.runner``. Options become one ``RunConfig``; errors become one line
+and an exit status (0 pass, 1 anomalies or faults missing, 2 the run could
+not be carried out, 130 interrupted)."""
 
 from __future__ import annotations
 
+import logging
 import sys
+from typing import Any
 
 import click
 
-from chaos.nemesis import enter_private_netns, in_private_netns, partitions_possible
-from chaos.runner import ALL_FAULTS, DEFAULT_FAULTS, RunConfig
+from chaos.netns import in_private_netns, partitions_possible, run_in_private_netns
+from chaos.schedule import DEFAULT_FAULTS, FAULTS, parse_mix
+from chaos.workload import WorkloadConfig
 
 
 @click.group("chaos")
 def chaos_group() -> None:
-    """Kill, pause, partition and corrupt a real local group while it works; check nothing acknowledged is lost."""
+    """Kill, pause, partition and corrupt a real local group under load; check nothing acknowledged is lost."""
 
 
 @chaos_group.command("run")
-@click.option("--duration", type=click.FloatRange(10, 24 * 3600), default=60.0, show_default=True, help="Seconds.")
-@click.option("--interval", type=click.FloatRange(2, 600), default=5.0, show_default=True,
-              help="Seconds between fault starts.")
-@click.option("--fault-time", type=click.FloatRange(0.5, 600), default=2.0, show_default=True,
-              help="How long a pause or partition lasts and a killed node stays down.")
+@click.option("--duration", type=click.FloatRange(10, 24 * 3600), default=60.0, show_default=True,
+              help="Seconds of load under faults (healing and checking come after).")
 @click.option("--faults", default=",".join(DEFAULT_FAULTS), show_default=True,
-              help=f"Comma-separated, or 'all': {', '.join(ALL_FAULTS)}.")
+              help=f"Fault mix: comma-separated names, optionally weighted (kill-leader=3,pause=1), or 'all'. "
+                   f"Names: {', '.join(FAULTS)}.")
+@click.option("--schedule", type=click.Choice(["random", "cycle"]), default="random", show_default=True,
+              help="random: weighted draws from the seed; cycle: the faults in turn.")
+@click.option("--cycle", is_flag=True, help="Same as --schedule cycle.")
+@click.option("--interval", type=click.FloatRange(1, 3600), default=6.0, show_default=True,
+              help="Seconds between the starts of two faults.")
+@click.option("--fault-time", type=click.FloatRange(0.2, 3600), default=2.0, show_default=True,
+              help="Seconds a pause or partition lasts, or a killed node stays down.")
+@click.option("--seed", type=int, default=None, help="Seeds the schedule (default: a random seed, printed).")
 @click.option("--nodes", type=click.Choice(["3", "5"]), default="3", show_default=True)
-@click.option("--flush", type=click.Choice(["async", "sync"]), default="async", show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True, help="Seeds the fault schedule.")
-@click.option("--producers", type=click.IntRange(1, 32), default=3, show_default=True)
-@click.option("--out", "out_dir", default=".", show_default=True, help="Where chaos-report.json/.html go.")
-@click.option("--base-dir", default=None, help="Where the nodes' data goes (default: a temporary directory).")
-@click.option("--wipe-majority", is_flag=True, hidden=True, help="Lose a majority's data (the checker must fail).")
-@click.option("--cycle", is_flag=True, help="Take the faults in turn instead of at random.")
+@click.option("--flush", type=click.Choice(["async", "sync"]), default="async", show_default=True,
+              help="The nodes' flush policy.")
+@click.option("--producers", type=click.IntRange(0, 64), default=3, show_default=True,
+              help="Idempotent producers sending one message at a time.")
+@click.option("--rate", type=click.FloatRange(0, 100_000), default=100.0, show_default=True,
+              help="Messages per second of each producer and of the raw sender (0: as fast as they go).")
+@click.option("--steady-period-ms", type=click.FloatRange(1, 1000), default=10.0, show_default=True,
+              help="The steady sender (for failover times) starts a send this often.")
+@click.option("--consumers", type=click.IntRange(0, 16), default=2, show_default=True,
+              help="Members of the push consumer group.")
+@click.option("--out", "out_dir", default=".", show_default=True,
+              help="Directory for chaos-report.json, chaos-report.html and chaos-history.jsonl.gz.")
+@click.option("--base-dir", default=None, help="Nodes' configs, data and logs (default: a temporary directory, "
+                                               "removed when the run passes).")
+@click.option("--keep-data", is_flag=True, help="Keep the temporary directory even when the run passes.")
 @click.option("--quiet", is_flag=True, help="No progress line.")
-def run_command(duration: float, interval: float, fault_time: float, faults: str, nodes: str, flush: str, seed: int,
-                producers: int, out_dir: str, base_dir: str | None, wipe_majority: bool, cycle: bool, quiet: bool) -> None:
-    """Run a group under faults, then check the history; exit 0 only if no anomaly was found."""
-    chosen = ALL_FAULTS if faults.strip() == "all" else tuple(f.strip() for f in faults.split(",") if f.strip())
+@click.option("--wipe-majority", is_flag=True, hidden=True,
+              help="Instead of the schedule: lose a majority's data mid-run (the checker must report loss).")
+def run_command(**opts: Any) -> None:
+    """Run a local group under faults, then check the history; exit 0 only if no anomaly was found
+    and every planned fault happened."""
+    logging.basicConfig(level=logging.WARNING, format="chaos: %(levelname)s %(name)s: %(message)s")
     try:
-        cfg = RunConfig(duration_s=duration, interval_s=interval, fault_s=fault_time, faults=chosen, nodes=int(nodes),
-                        flush=flush, seed=seed, producers=producers, base_dir=base_dir, out_dir=out_dir,
-                        progress=not quiet, wipe_majority=wipe_majority, cycle=cycle)
+        mix = parse_mix(opts["faults"])
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--faults")
+    ctx = click.get_current_context()
+    if opts["seed"] is None:
+        import random
+
+        opts["seed"] = random.SystemRandom().randrange(1 << 31)
+    if mix.get("partition", 0) > 0 and not opts["wipe_majority"] and not in_private_netns():
+        ok, why = partitions_possible()
+        if ok:  # the whole run, clients included, goes into a network namespace of its own
+            raise SystemExit(run_in_private_netns([sys.executable, "-m", "chaos", "run", *_argv(ctx, opts)]))
+        click.echo(f"chaos: partitions skipped: {why}", err=True)
+
+    from chaos import report
+    from chaos.runner import RunConfig, RunError, run
+
+    try:
+        cfg = RunConfig(
+            duration_s=opts["duration"], interval_s=opts["interval"], fault_s=opts["fault_time"], faults=mix,
+            schedule="cycle" if opts["cycle"] else opts["schedule"], nodes=int(opts["nodes"]), flush=opts["flush"], seed=opts["seed"],
+            workload=WorkloadConfig(producers=opts["producers"], rate_per_s=opts["rate"],
+                                    steady_period_ms=opts["steady_period_ms"], push_consumers=opts["consumers"],
+                                    seed=opts["seed"]),
+            base_dir=opts["base_dir"], out_dir=opts["out_dir"], progress=not opts["quiet"],
+            wipe_majority=opts["wipe_majority"], keep_data=opts["keep_data"])
     except ValueError as exc:
         raise click.UsageError(str(exc))
-    if "partition" in chosen and not in_private_netns():
-        ok, why = partitions_possible()
-        if ok:  # run the whole thing inside a private network namespace of its own
-            raise SystemExit(enter_private_netns([sys.executable, "-m", "chaos", *sys.argv[sys.argv.index("run"):]]))
-        click.echo(f"chaos: partitions skipped: {why}", err=True)
-    from chaos import report
-    from chaos.runner import run
-
-    res = run(cfg)
-    jpath, hpath = report.write(res, out_dir)
+    click.echo(f"chaos: seed {cfg.seed}, {cfg.nodes} nodes, flush {cfg.flush}, {cfg.duration_s:g} s, faults "
+               f"{','.join(f'{k}={v:g}' for k, v in mix.items())} ({cfg.schedule})", err=True)
+    try:
+        runner, res = run(cfg)
+    except RunError as exc:
+        click.echo(f"chaos: error: {exc}", err=True)
+        raise SystemExit(2)
+    except KeyboardInterrupt:
+        click.echo("chaos: interrupted; every node process was stopped", err=True)
+        raise SystemExit(130)
+    jpath, hpath = report.write(res, cfg.out_dir)
     doc = report.summary(res)
-    fo = doc["failover_after_leader_kill_s"]
-    click.echo(f"{'PASS' if res.exit_code == 0 else 'FAIL'}: {doc['faults_injected']} faults, "
-               f"{doc['acknowledged']} acknowledged sends, {doc['check']['anomalies']} anomalies "
-               f"(lost {doc['check']['lost']['count']}, duplicated {doc['check']['duplicated']['count']}, "
-               f"inconsistent {doc['check']['inconsistent']['count']}, lost-on-node "
-               f"{doc['check']['lost_on_node']['count']}); failover after leader kill p50 {fo['p50']} s, "
-               f"max {fo['max']} s; reports: {jpath}, {hpath}")
-    if res.partitions_skipped:
-        click.echo(f"partitions skipped: {res.partitions_skipped}")
+    click.echo(report.one_line(doc))
+    for r in res.reasons:
+        click.echo(f"  {r}")
+    if res.partitions["asked"] and not res.partitions["included"]:
+        click.echo(f"  partitions skipped: {res.partitions['skipped']}")
+    click.echo(f"reports: {jpath} {hpath} (seed {cfg.seed})")
+    runner.cleanup(passed=res.exit_code == 0)
+    if res.exit_code != 0:
+        click.echo(f"node data and logs kept under {res.base_dir}")
     raise SystemExit(res.exit_code)
+
+
+def _argv(ctx: click.Context, opts: dict[str, Any]) -> list[str]:
+    """The options of this invocation as command-line arguments (to run it again elsewhere)."""
+    out: list[str] = []
+    for p in ctx.command.params:
+        if not isinstance(p, click.Option) or p.name is None:
+            continue
+        v = opts.get(p.name)
+        if p.is_flag:
+            if v:
+                out.append(p.opts[0])
+        elif v is not None:
+            out += [p.opts[0], str(v)]
+    return out

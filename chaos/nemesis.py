@@ -1,59 +1,52 @@
-"""The faults of a chaos run, against a real local broker group.
+"""The nemesis: process and data faults on a real local broker group.
 
-``Group`` starts one ``python -m broker`` process per node, each on its own
-127.0.0.x address, and can kill (SIGKILL), pause (SIGSTOP/SIGCONT), restart,
-tear the tail of a node's last CommitLog segment, wipe a node's data and,
-inside a private network namespace, partition nodes with iptables. It speaks
-to the nodes over HTTP only.
+``Group`` lays out and runs one ``python -m broker --config node.toml``
+process per node (the layout of ``client/cluster.py``), each on its own
+127.0.0.x address when the run has a private network namespace (else all on
+127.0.0.1), and does to them what a bad day does to machines:
 
-Partitions need root, ``iptables`` and ``unshare``: the run then re-executes
-itself inside ``unshare --net``, so the rules live in a namespace of its own
-and the host's firewall is never touched. Otherwise they are skipped and the
-report says why.
+- ``kill``: SIGKILL (the process dies mid-write; the OS keeps what it was given);
+- ``pause`` / ``resume``: SIGSTOP / SIGCONT (a GC pause, a stalled VM);
+- ``tear_tail``: on a killed node, cut or scribble on the last bytes of its
+  last non-empty Raft log segment (``<data>/dledger/commitlog/<20 digits>``),
+  what losing the page cache does to a node under async flush;
+- ``wipe``: on a killed node, delete its whole data directory (a lost disk);
+- ``partition`` / ``heal``: iptables rules between node addresses
+  (``chaos.netns``).
+
+It observes the group over HTTP only, through the client's transport
+(``GET /v1/health`` on one node at a time), and notices nodes that exit
+without being killed (``crashed``). Broker processes get SIGKILL if the run
+dies (``setpriv --pdeathsig``, where available), and ``stop_all`` stops every
+process it started, paused or not.
 """
 
 from __future__ import annotations
 
-import json
-import os
+import asyncio
+import logging
 import random
 import shutil
 import signal
 import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
-NETNS_ENV = "RAFTMQ_CHAOS_NETNS"
+from client.errors import RaftMQError
+from client.http import Transport, TransportConfig
 
+from chaos.netns import Firewall, cut_pairs
 
-def partitions_possible() -> tuple[bool, str]:
-    """Whether this run can partition nodes, and why not."""
-    if os.geteuid() != 0:
-        return False, "partitions need root (iptables inside a private network namespace)"
-    for tool in ("iptables", "unshare", "ip"):
-        if shutil.which(tool) is None:
-            return False, f"partitions need {tool}, which is not installed"
-    return True, ""
+log = logging.getLogger(__name__)
+
+SEGMENT_BYTES: Final = 1 << 20  # small segments: rollover happens often, a torn tail is in a recent file
+CHECKPOINT_INTERVAL_MS: Final = 500
 
 
-def in_private_netns() -> bool:
-    return os.environ.get(NETNS_ENV) == "1"
-
-
-def enter_private_netns(argv: list[str]) -> int:
-    """Re-run this command inside a new network namespace with loopback up."""
-    env = dict(os.environ, **{NETNS_ENV: "1"})
-    script = 'ip link set lo up && exec "$@"'
-    return subprocess.call(["unshare", "--net", "--fork", "sh", "-c", script, "sh", *argv], env=env)
-
-
-def _free_port(host: str) -> int:
+def free_port(host: str) -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
@@ -70,169 +63,224 @@ class Node:
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
     paused: bool = False
+    incarnation: int = 0  # bumped at every start: answers of one process lifetime share it
+    expect_exit: bool = False  # we killed or stopped it
+    wiped: bool = False  # its data was deleted since it last ran
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
 
-def http_json(method: str, url: str, body: Any = None, timeout_s: float = 2.0) -> tuple[int, Any]:
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout_s) as r:
-            return r.status, json.loads(r.read() or b"null")
-    except urllib.error.HTTPError as e:
-        try:
-            return e.code, json.loads(e.read() or b"null")
-        except ValueError:
-            return e.code, None
-    except (OSError, ValueError):
-        return 0, None
-
-
 class Group:
-    def __init__(self, base: Path, nodes: int, flush: str, distinct_hosts: bool) -> None:
+    """A local broker group of ``n`` nodes under ``base`` (see the module docstring)."""
+
+    def __init__(self, base: Path, n: int, flush: str, *, distinct_hosts: bool, group: str = "chaos") -> None:
         self.base = base
         self.nodes: list[Node] = []
-        for i in range(nodes):
+        for i in range(n):
             host = f"127.0.0.{i + 2}" if distinct_hosts else "127.0.0.1"
             d = base / f"n{i + 1}"
             d.mkdir(parents=True, exist_ok=True)
-            self.nodes.append(Node(f"n{i + 1}", host, f"http://{host}:{_free_port(host)}",
-                                   f"{host}:{_free_port(host)}", d / "data", d / "node.toml", d / "broker.log"))
-        for n in self.nodes:
-            lines = [f'node_id = "{n.id}"', 'group = "chaos"', f'data_dir = "{n.data_dir}"', f'flush = "{flush}"',
-                     "checkpoint_interval_ms = 500", "segment_bytes = 1048576"]
+            self.nodes.append(Node(f"n{i + 1}", host, f"http://{host}:{free_port(host)}",
+                                   f"{host}:{free_port(host)}", d / "data", d / "node.toml", d / "broker.log"))
+        for node in self.nodes:
+            lines = [f'node_id = "{node.id}"', f'group = "{group}"', f'data_dir = "{node.data_dir}"',
+                     f'flush = "{flush}"', f"segment_bytes = {SEGMENT_BYTES}",
+                     f"checkpoint_interval_ms = {CHECKPOINT_INTERVAL_MS}"]
             for m in self.nodes:
                 lines += ["", f"[members.{m.id}]", f'http_url = "{m.http_url}"', f'raft_addr = "{m.raft_addr}"']
-            n.config_path.write_text("\n".join(lines) + "\n")
-        self.partitioned = False
+            node.config_path.write_text("\n".join(lines) + "\n")
+        self.by_url = {n.http_url: n for n in self.nodes}
+        self.by_id = {n.id: n for n in self.nodes}
+        self._firewall: Firewall | None = Firewall() if distinct_hosts else None
+        self._probe = Transport([n.http_url for n in self.nodes],
+                                TransportConfig(deadline_ms=1500, request_timeout_ms=1000, connect_timeout_ms=500,
+                                                discover=False))
+        self._pdeathsig = ["setpriv", "--pdeathsig", "KILL", "--"] if shutil.which("setpriv") else []
 
-    # -- processes -------------------------------------------------------
-    def start(self, node: Node, rejoin: bool = False) -> None:
-        """Start ``node``; ``rejoin`` after its data was wiped (no votes until caught up)."""
+    @property
+    def urls(self) -> list[str]:
+        return [n.http_url for n in self.nodes]
+
+    # -- processes -----------------------------------------------------------------
+    def start(self, node: Node, rejoin: bool | None = None) -> None:
+        """Start the node's process (not waiting for it to serve). ``rejoin``
+        (default: whether its data was wiped since it last ran): it lost its
+        data, and neither votes nor campaigns until caught up (the broker's
+        ``--rejoin``). Call from the main thread: the parent-death signal is
+        tied to the thread that forks."""
         if node.alive():
             return
+        if rejoin is None:
+            rejoin = node.wiped
         extra = ["--rejoin"] if rejoin else []
         with open(node.log_path, "ab") as logf:
-            node.proc = subprocess.Popen([sys.executable, "-m", "broker", "--config", str(node.config_path), *extra],
-                                         stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            logf.write(f"---- chaos: start {node.id} (incarnation {node.incarnation + 1}){' --rejoin' if rejoin else ''}\n"
+                       .encode())
+            logf.flush()
+            node.proc = subprocess.Popen(
+                [*self._pdeathsig, sys.executable, "-m", "broker", "--config", str(node.config_path), *extra],
+                stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        node.incarnation += 1
         node.paused = False
+        node.expect_exit = False
+        node.wiped = False
 
     def start_all(self) -> None:
         for n in self.nodes:
             self.start(n)
 
-    def kill(self, node: Node) -> None:
-        if node.proc is not None and node.proc.poll() is None:
-            if node.paused:
-                node.proc.send_signal(signal.SIGCONT)
-            node.proc.kill()
-            node.proc.wait(10)
+    async def kill(self, node: Node) -> None:
+        """SIGKILL and reap."""
+        node.expect_exit = True
+        p = node.proc
+        if p is not None and p.poll() is None:
+            p.kill()  # works on a stopped process too
+            while p.poll() is None:
+                await asyncio.sleep(0.005)
         node.paused = False
 
-    def pause(self, node: Node) -> None:
+    def pause(self, node: Node) -> bool:
         if node.alive() and not node.paused:
             node.proc.send_signal(signal.SIGSTOP)  # type: ignore[union-attr]
             node.paused = True
+            return True
+        return False
 
     def resume(self, node: Node) -> None:
-        if node.alive() and node.paused:
+        if node.paused and node.alive():
             node.proc.send_signal(signal.SIGCONT)  # type: ignore[union-attr]
         node.paused = False
 
-    def stop_all(self) -> None:
+    async def stop_all(self, grace_s: float = 5.0) -> None:
+        """Stop every process this group started (SIGTERM, then SIGKILL)."""
         for n in self.nodes:
+            n.expect_exit = True
             self.resume(n)
             if n.alive():
                 n.proc.terminate()  # type: ignore[union-attr]
+        loop = asyncio.get_running_loop()
+        end = loop.time() + grace_s
+        while any(n.alive() for n in self.nodes) and loop.time() < end:
+            await asyncio.sleep(0.05)
         for n in self.nodes:
-            if n.proc is not None:
-                try:
-                    n.proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    n.proc.kill()
-                    n.proc.wait(5)
+            if n.alive():
+                n.proc.kill()  # type: ignore[union-attr]
+                n.proc.wait()  # type: ignore[union-attr]
 
-    # -- data faults (on a killed node) -------------------------------------------
-    def tear_tail(self, node: Node, rng: random.Random) -> str:
-        """Cut, or cut and scribble on, the last bytes of the node's last segment."""
-        segs = sorted((node.data_dir / "dledger" / "commitlog").glob("[0-9]" * 20))
-        segs = [s for s in segs if s.stat().st_size > 0]
+    def stop_all_now(self) -> None:
+        """Last resort (no event loop): SIGKILL everything still running."""
+        for n in self.nodes:
+            n.expect_exit = True
+            if n.proc is not None and n.proc.poll() is None:
+                n.proc.kill()
+                try:
+                    n.proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    pass
+
+    def crashed(self) -> list[tuple[Node, int]]:
+        """Nodes that exited by themselves since the last call (each reported once)."""
+        out = []
+        for n in self.nodes:
+            if n.proc is not None and not n.expect_exit:
+                rc = n.proc.poll()
+                if rc is not None:
+                    n.expect_exit = True
+                    out.append((n, rc))
+        return out
+
+    def log_tail(self, node: Node, nbytes: int = 3000) -> str:
+        try:
+            with open(node.log_path, "rb") as f:
+                f.seek(0, 2)
+                size = f.tell()
+                f.seek(max(0, size - nbytes))
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    # -- data faults (on a killed node) -------------------------------------------------
+    def tear_tail(self, node: Node, nbytes: int, corrupt: bool, seed: int) -> dict[str, Any]:
+        """Cut (or overwrite with garbage) the last ``nbytes`` of the node's last
+        non-empty log segment. The node must be down. Small file work: call it
+        from a thread."""
+        if node.alive():
+            raise RuntimeError(f"tear_tail: {node.id} is running")
+        segdir = node.data_dir / "dledger" / "commitlog"
+        segs = sorted((p for p in segdir.glob("[0-9]" * 20) if p.stat().st_size > 0), key=lambda p: p.name)
         if not segs:
-            return "no segment"
+            return {"torn": "nothing: no non-empty segment"}
         last = segs[-1]
-        data = last.read_bytes().rstrip(b"\0")
-        cut = rng.randrange(1, min(len(data), 4096) + 1)
+        size = last.stat().st_size
+        n = min(nbytes, size)
         with open(last, "r+b") as f:
-            f.truncate(len(data) - cut)
-            if rng.random() < 0.5 and len(data) - cut > 16:
-                f.seek(len(data) - cut - 8)
-                f.write(rng.randbytes(8))
-                return f"cut {cut} bytes and corrupted 8 of {last.name}"
-        return f"cut {cut} bytes of {last.name}"
+            if corrupt:
+                f.seek(size - n)
+                f.write(random.Random(seed).randbytes(n))
+            else:
+                f.truncate(size - n)
+        return {"segment": last.name, "size": size, "bytes": n, "how": "corrupted" if corrupt else "cut"}
 
     def wipe(self, node: Node) -> None:
+        """Delete the node's whole data directory. The node must be down."""
+        if node.alive():
+            raise RuntimeError(f"wipe: {node.id} is running")
         shutil.rmtree(node.data_dir, ignore_errors=True)
+        node.wiped = True
 
-    # -- partitions (inside the private namespace) --------------------------------------
-    def partition(self, groups: list[list[Node]]) -> None:
-        """Nodes talk only within their group (a node may be in several: a ring)."""
-        allowed = {(a.host, b.host) for g in groups for a in g for b in g}
-        for a in self.nodes:
-            for b in self.nodes:
-                if a is not b and (a.host, b.host) not in allowed:
-                    subprocess.run(["iptables", "-A", "INPUT", "-s", a.host, "-d", b.host, "-j", "DROP"], check=True)
-        self.partitioned = True
+    # -- partitions -------------------------------------------------------------------------
+    @property
+    def can_partition(self) -> bool:
+        return self._firewall is not None
 
-    def heal(self) -> None:
-        if self.partitioned:
-            subprocess.run(["iptables", "-F", "INPUT"], check=True)
-            self.partitioned = False
-        for n in self.nodes:
-            self.resume(n)
+    async def partition(self, groups: list[list[Node]]) -> list[tuple[str, str]]:
+        """Nodes talk only to nodes they share a group with; returns the cut node-id pairs."""
+        if self._firewall is None:
+            raise RuntimeError("partitions need the run's own network namespace")
+        hosts = [n.host for n in self.nodes]
+        pairs = cut_pairs(hosts, [[n.host for n in g] for g in groups])
+        await self._firewall.block(pairs)
+        by_host = {n.host: n.id for n in self.nodes}
+        return [(by_host[a], by_host[b]) for a, b in pairs]
 
-    # -- observation --------------------------------------------------------------
-    def health(self, node: Node) -> dict[str, Any] | None:
+    async def heal_network(self) -> None:
+        if self._firewall is not None:
+            await self._firewall.heal()
+
+    # -- observation ------------------------------------------------------------------------
+    async def health(self, node: Node) -> dict[str, Any] | None:
         if not node.alive() or node.paused:
             return None
-        status, body = http_json("GET", node.http_url + "/v1/health", timeout_s=1.0)
-        return body if status == 200 else None
+        try:
+            h = await self._probe.call("GET", "/v1/health", url=node.http_url, deadline_s=1.5)
+        except (RaftMQError, OSError):
+            return None
+        return h if isinstance(h, dict) else None
 
-    def leader(self) -> Node | None:
-        for n in self.nodes:
-            h = self.health(n)
+    async def healths(self) -> dict[str, dict[str, Any] | None]:
+        answers = await asyncio.gather(*(self.health(n) for n in self.nodes))
+        return {n.id: h for n, h in zip(self.nodes, answers)}
+
+    async def leader(self) -> Node | None:
+        """The node that says it leads, with the highest term (a deposed leader may not know yet)."""
+        best: tuple[int, Node] | None = None
+        for nid, h in (await self.healths()).items():
             if h and h.get("role") == "leader":
-                return n
-        return None
+                term = int(h.get("term") or 0)
+                if best is None or term > best[0]:
+                    best = (term, self.by_id[nid])
+        return best[1] if best else None
 
-    def wait_leader(self, timeout_s: float = 30) -> Node:
-        end = time.monotonic() + timeout_s
-        while time.monotonic() < end:
-            n = self.leader()
+    async def wait_leader(self, timeout_s: float) -> Node | None:
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout_s
+        while loop.time() < end:
+            n = await self.leader()
             if n is not None:
                 return n
-            time.sleep(0.1)
-        raise RuntimeError(f"no leader within {timeout_s}s; logs under {self.base}")
+            await asyncio.sleep(0.05)
+        return None
 
-    def converged(self) -> bool:
-        hs = [self.health(n) for n in self.nodes if n.alive()]
-        return bool(hs) and all(hs) and len({h["applied_index"] for h in hs}) == 1 and any(  # type: ignore[index]
-            h["role"] == "leader" for h in hs)  # type: ignore[index]
-
-    def drain(self, node: Node, topic: str, queues: int) -> dict[tuple[int, int], str]:
-        """Every message of ``topic`` on ``node``: {(queue, offset): body}."""
-        held: dict[tuple[int, int], str] = {}
-        for q in range(queues):
-            offset = 0
-            while True:
-                status, page = http_json("GET", f"{node.http_url}/v1/topics/{topic}/queues/{q}/messages"
-                                                f"?offset={offset}&max=1024", timeout_s=10)
-                if status != 200:
-                    raise RuntimeError(f"draining {node.id} queue {q}: {status} {page}")
-                for m in page["messages"]:
-                    held[(q, m["queue_offset"])] = m.get("body", m.get("body_b64"))
-                if page["next_offset"] >= page["max_offset"] or page["next_offset"] == offset:
-                    break
-                offset = page["next_offset"]
-        return held
+    async def close(self) -> None:
+        await self._probe.close()

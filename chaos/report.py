@@ -1,89 +1,141 @@
-"""Chaos reports: ``chaos-report.json`` (every figure, the seed, the fault
-schedule) and ``chaos-report.html`` (a summary table and a timeline of
-throughput and latency with the fault windows shaded, drawn with matplotlib
-when it is installed: ``pip install 'raftmq[chaos]'``)."""
+"""Chaos reports.
+
+- ``chaos-report.json``: the verdict and why, the seed, the configuration, the
+  planned schedule and the faults as injected (with how long writes were
+  unavailable around each), operation counts, every anomaly's count and
+  examples, failover times after leader kills, latency percentiles by phase.
+- ``chaos-report.html``: a summary table, the anomalies, and a timeline
+  picture (throughput and latency over time with the fault windows shaded),
+  drawn with matplotlib's Agg backend and embedded as a base64 PNG. Without
+  matplotlib (``pip install 'raftmq[chaos]'``) the page has the tables only.
+- ``chaos-history.jsonl.gz``: the whole history, one operation per line.
+"""
 
 from __future__ import annotations
 
 import base64
+import datetime
 import html
 import io
 import json
+from collections import Counter, defaultdict
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from chaos.checker import ANOMALIES, percentile
+from chaos.history import COMMIT, DELIVER, FAULT, OK, PULL, SEND, History
 from chaos.runner import RunResult
 
-
-def _percentile(xs: list[float], q: float) -> float | None:
-    if not xs:
-        return None
-    s = sorted(xs)
-    return round(s[min(len(s) - 1, int(q * len(s)))], 4)
-
-
-def latency_by_phase(res: RunResult) -> dict[str, dict[str, Any]]:
-    """Send latency percentiles while some fault was active, and while none was."""
-    windows = [(o.invoke, o.complete or o.invoke) for o in res.history.of("fault")]
-    phases: dict[str, list[float]] = {"calm": [], "fault": []}
-    for o in res.history.of("send"):
-        if o.outcome != "ok" or o.complete is None:
-            continue
-        during = any(a <= o.invoke <= b for a, b in windows)
-        phases["fault" if during else "calm"].append(o.complete - o.invoke)
-    return {k: {"count": len(v), "p50_s": _percentile(v, 0.5), "p99_s": _percentile(v, 0.99),
-                "max_s": _percentile(v, 1.0)} for k, v in phases.items()}
+FAULT_COLORS = {"kill-leader": "#d62728", "kill": "#ff7f0e", "pause-leader": "#9467bd", "pause": "#c5b0d5",
+                "partition": "#1f77b4", "torn-tail": "#8c564b", "wipe": "#e377c2", "wipe-majority": "#000000"}
 
 
 def summary(res: RunResult) -> dict[str, Any]:
-    fo = [f["seconds"] for f in res.failovers if f["seconds"] is not None]
+    """Everything the JSON report holds."""
+    h = res.history
+    sends = h.of(SEND)
+    by_producer: dict[str, Counter[str]] = defaultdict(Counter)
+    for o in sends:
+        by_producer[o.process][o.outcome or "info"] += 1
+    faults_by_kind = Counter(o.value for o in h.of(FAULT) if o.outcome == OK)
+    cfg = asdict(res.config)
+    cfg["faults"] = dict(res.config.faults)
+    chk = res.check.summary()
     return {
-        "ok": res.exit_code == 0,
+        "verdict": "PASS" if res.exit_code == 0 else "FAIL",
+        "exit_code": res.exit_code,
+        "reasons": res.reasons,
         "seed": res.config.seed,
-        "config": asdict(res.config),
-        "faults_injected": len(res.faults),
-        "faults": res.faults,
-        "partitions_skipped": res.partitions_skipped or None,
-        "acknowledged": res.check.acknowledged,
-        "attempted": res.check.attempted,
-        "check": res.check.summary(),
-        "failover_after_leader_kill_s": {"count": len(fo), "p50": _percentile(fo, 0.5), "max": max(fo, default=None),
-                                         "each": res.failovers},
-        "latency_by_phase": latency_by_phase(res),
+        "config": cfg,
+        "started_at": datetime.datetime.fromtimestamp(res.started_at, datetime.timezone.utc).isoformat(),
+        "elapsed_s": round(res.elapsed_s, 1),
+        "partitions": res.partitions,
+        "schedule": [p.to_json() for p in res.plan],
+        "faults_planned": len(res.plan) if not res.config.wipe_majority else 1,
+        "faults_injected": sum(faults_by_kind.values()),
+        "faults_by_kind": dict(faults_by_kind),
+        "faults": res.availability["faults"],
+        "faults_not_injected": [{"fault": o.value, "at": round(o.invoke, 3), **(o.detail or {})}
+                                for o in h.of(FAULT) if o.outcome != OK],
+        "operations": {
+            "sends": {"attempted": chk["attempted"], "acknowledged": chk["acknowledged"], "failed": chk["failed"],
+                      "unknown": chk["unknown"], "unknown_but_stored": chk["unknown_present"]},
+            "by_producer": {p: dict(c) for p, c in sorted(by_producer.items())},
+            "pulls": Counter(o.outcome for o in h.of(PULL)),
+            "deliveries": len(h.of(DELIVER)),
+            "commits": Counter(o.outcome for o in h.of(COMMIT)),
+            "messages_present_at_end": chk["present"],
+        },
+        "acknowledged": chk["acknowledged"],
+        "anomalies": chk["anomalies"],
+        "check": chk,
+        "failover_after_leader_kill": res.availability["failover"],
+        "latency_by_phase": res.availability["latency_by_phase"],
+        "nodes": res.nodes,
         "data_dir": res.base_dir,
+        "history": res.history_path,
     }
 
 
-def _timeline_png(res: RunResult) -> str | None:
+def timeline(h: History, bucket_s: float = 1.0) -> dict[str, list[float]]:
+    """Per-second series: acknowledged sends, failed/unknown sends, latency p50/p99/max (ms)."""
+    sends = [o for o in h.of(SEND) if o.complete is not None]
+    if not sends:
+        return {"t": [], "acks": [], "errors": [], "p50_ms": [], "p99_ms": [], "max_ms": []}
+    n = int(max(o.complete for o in sends) // bucket_s) + 1  # type: ignore[type-var]
+    acks, errors = [0] * n, [0] * n
+    lat: list[list[float]] = [[] for _ in range(n)]
+    for o in sends:
+        b = int(o.complete // bucket_s)  # type: ignore[operator]
+        if o.outcome == OK:
+            acks[b] += 1
+            lat[b].append((o.complete - o.invoke) * 1000)  # type: ignore[operator]
+        else:
+            errors[b] += 1
+    return {"t": [i * bucket_s for i in range(n)], "acks": [a / bucket_s for a in acks],
+            "errors": [float(e) for e in errors],
+            "p50_ms": [percentile(v, 0.5) or 0.0 for v in lat], "p99_ms": [percentile(v, 0.99) or 0.0 for v in lat],
+            "max_ms": [max(v) if v else 0.0 for v in lat]}
+
+
+def timeline_png(h: History) -> str | None:
+    """The timeline picture as base64 PNG, or None without matplotlib (or without data)."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.patches import Patch
     except ImportError:
         return None
-    sends = [o for o in res.history.of("send") if o.outcome == "ok" and o.complete is not None]
-    if not sends:
+    tl = timeline(h)
+    if not tl["t"]:
         return None
-    end = int(max(o.complete for o in sends)) + 1  # type: ignore[type-var]
-    per_s = [0] * (end + 1)
-    lat: list[list[float]] = [[] for _ in range(end + 1)]
-    for o in sends:
-        per_s[int(o.complete)] += 1  # type: ignore[arg-type]
-        lat[int(o.complete)].append((o.complete - o.invoke) * 1000)  # type: ignore[operator]
-    fig, ax = plt.subplots(2, 1, figsize=(10, 5), sharex=True)
-    ax[0].plot(range(end + 1), per_s, color="tab:blue")
-    ax[0].set_ylabel("acks/s")
-    ax[1].plot(range(end + 1), [max(v) if v else 0 for v in lat], color="tab:red", label="max")
-    ax[1].plot(range(end + 1), [sorted(v)[len(v) // 2] if v else 0 for v in lat], color="tab:green", label="p50")
-    ax[1].set_ylabel("send latency ms")
-    ax[1].set_xlabel("seconds")
-    ax[1].legend(loc="upper right")
-    for f in res.history.of("fault"):
+    fig, ax = plt.subplots(2, 1, figsize=(12, 6), sharex=True)
+    ax[0].plot(tl["t"], tl["acks"], color="tab:blue", lw=1, label="acknowledged sends/s")
+    ax[0].plot(tl["t"], tl["errors"], color="tab:red", lw=1, label="failed or unknown sends/s")
+    ax[0].set_ylabel("sends per second")
+    ax[0].legend(loc="upper left", fontsize=8)
+    ax[1].plot(tl["t"], [max(v, 0.1) for v in tl["p50_ms"]], color="tab:green", lw=1, label="p50")
+    ax[1].plot(tl["t"], [max(v, 0.1) for v in tl["p99_ms"]], color="tab:orange", lw=1, label="p99")
+    ax[1].plot(tl["t"], [max(v, 0.1) for v in tl["max_ms"]], color="tab:red", lw=0.8, label="max")
+    ax[1].set_yscale("log")
+    ax[1].set_ylabel("send latency (ms)")
+    ax[1].set_xlabel("seconds since start")
+    kinds = set()
+    for f in h.of(FAULT):
+        if f.outcome != OK:
+            continue
+        color = FAULT_COLORS.get(str(f.value), "grey")
+        kinds.add(str(f.value))
         for a in ax:
-            a.axvspan(f.invoke, f.complete or f.invoke + 0.2, color="orange", alpha=0.25)
-        ax[0].text(f.invoke, max(per_s) * 0.95, f"{f.value}", fontsize=7, rotation=90, va="top")
+            a.axvspan(f.invoke, f.complete if f.complete and f.complete > f.invoke + 0.1 else f.invoke + 0.1,
+                      color=color, alpha=0.18, lw=0)
+    handles, labels = ax[1].get_legend_handles_labels()
+    handles += [Patch(color=FAULT_COLORS.get(k, "grey"), alpha=0.3) for k in sorted(kinds)]
+    labels += sorted(kinds)
+    ax[1].legend(handles, labels, loc="upper left", fontsize=8, ncol=4)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
@@ -91,31 +143,89 @@ def _timeline_png(res: RunResult) -> str | None:
     return base64.b64encode(buf.getvalue()).decode()
 
 
+def _table(rows: list[tuple[Any, ...]], head: tuple[str, ...] | None = None) -> str:
+    e = lambda v: html.escape("" if v is None else str(v))  # noqa: E731
+    out = ["<table>"]
+    if head:
+        out.append("<tr>" + "".join(f"<th>{e(c)}</th>" for c in head) + "</tr>")
+    for r in rows:
+        out.append("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>")
+    out.append("</table>")
+    return "".join(out)
+
+
+def render_html(doc: dict[str, Any], png: str | None) -> str:
+    fo = doc["failover_after_leader_kill"]
+    ops = doc["operations"]["sends"]
+    rows = [
+        ("verdict", doc["verdict"] + ("" if not doc["reasons"] else ": " + "; ".join(doc["reasons"]))),
+        ("seed", doc["seed"]),
+        ("nodes / flush", f"{doc['config']['nodes']} / {doc['config']['flush']}"),
+        ("duration under faults", f"{doc['config']['duration_s']} s (whole run {doc['elapsed_s']} s)"),
+        ("faults injected / planned", f"{doc['faults_injected']} / {doc['faults_planned']}  "
+                                      + ", ".join(f"{k} {v}" for k, v in sorted(doc["faults_by_kind"].items()))),
+        ("partitions", "included" if doc["partitions"]["included"] else (doc["partitions"]["skipped"] or "not asked")),
+        ("sends acknowledged / failed / unknown", f"{ops['acknowledged']} / {ops['failed']} / {ops['unknown']}"
+                                                  f" (unknown but stored: {ops['unknown_but_stored']})"),
+        ("messages at the end / delivered to the push group",
+         f"{doc['operations']['messages_present_at_end']} / {doc['check']['delivered']}"),
+        ("anomalies", doc["anomalies"]),
+        ("failover after leader kill (p50 / max)",
+         f"{fo['p50_s']} s / {fo['max_s']} s over {fo['count']} kills; goal {fo['goal']['p50_s']} s / "
+         f"{fo['goal']['max_s']} s: {'met' if fo['goal_met'] else 'not met' if fo['goal_met'] is False else '-'}"),
+    ]
+    anomaly_rows = [(k, doc["check"][k]["count"],
+                     json.dumps(doc["check"][k]["examples"][:3])[:600] if doc["check"][k]["count"] else "")
+                    for k in ANOMALIES]
+    anomaly_rows.append(("duplicated (non-idempotent, expected)", doc["check"]["duplicated_non_idempotent"]["count"],
+                         ""))
+    fault_rows = [(f["start"], f["end"], f["fault"], f["nodes"], f["unavailable_s"], f["longest_gap_s"],
+                   f["refused"], f["unknown"], json.dumps(f.get("detail", {}))[:300]) for f in doc["faults"]]
+    lat_rows = [(k, v["count"], v["p50_s"], v["p90_s"], v["p99_s"], v["max_s"])
+                for k, v in doc["latency_by_phase"].items()]
+    img = (f'<img src="data:image/png;base64,{png}" alt="throughput and latency over time, faults shaded">'
+           if png else "<p><i>No timeline picture: it needs matplotlib "
+                       "(<code>pip install 'raftmq[chaos]'</code>).</i></p>")
+    color = "#2ca02c" if doc["verdict"] == "PASS" else "#d62728"
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>RaftMQ chaos report</title><style>"
+        "body{font-family:sans-serif;margin:2em;max-width:1300px}table{border-collapse:collapse;margin-bottom:1.5em}"
+        "td,th{padding:3px 10px;border-bottom:1px solid #ddd;text-align:left;vertical-align:top;font-size:14px}"
+        "h1 span{color:" + color + "}</style></head><body>"
+        f"<h1>RaftMQ chaos run: <span>{doc['verdict']}</span></h1>"
+        + _table(rows)
+        + "<h2>Anomalies</h2>" + _table(anomaly_rows, ("check", "count", "examples"))
+        + "<h2>Timeline</h2>" + img
+        + "<h2>Faults</h2>"
+        + _table(fault_rows, ("start s", "end s", "fault", "nodes", "writes unavailable s", "longest gap s",
+                              "refused", "unknown", "detail"))
+        + "<h2>Send latency by phase</h2>" + _table(lat_rows, ("phase", "acks", "p50 s", "p90 s", "p99 s", "max s"))
+        + "<h2>Nodes</h2>" + _table([(n["id"], n["http_url"], n["starts"], n["log"]) for n in doc["nodes"]],
+                                    ("node", "url", "starts", "log"))
+        + "</body></html>")
+
+
 def write(res: RunResult, out_dir: str) -> tuple[Path, Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    hist = out / "chaos-history.jsonl.gz"
+    res.history.dump(str(hist))
+    res.history_path = str(hist)
     doc = summary(res)
     jpath, hpath = out / "chaos-report.json", out / "chaos-report.html"
-    jpath.write_text(json.dumps(doc, indent=2))
-    rows = [("result", "PASS" if doc["ok"] else "FAIL"), ("seed", doc["seed"]),
-            ("faults injected", doc["faults_injected"]), ("acknowledged sends", doc["acknowledged"]),
-            ("anomalies", doc["check"]["anomalies"]),
-            ("failover after leader kill (p50 / max s)",
-             f"{doc['failover_after_leader_kill_s']['p50']} / {doc['failover_after_leader_kill_s']['max']}"),
-            ("partitions", doc["partitions_skipped"] or "included" if "partition" in res.config.faults else "not asked")]
-    for k in ("lost", "unexpected", "inconsistent", "duplicated", "nonmonotonic", "lost_on_node", "offsets_backwards",
-              "undelivered"):
-        rows.append((k, doc["check"][k]["count"]))
-    png = _timeline_png(res)
-    img = f'<img src="data:image/png;base64,{png}" alt="timeline">' if png else \
-        "<p>(install matplotlib for the timeline picture: pip install 'raftmq[chaos]')</p>"
-    faults = "".join(f"<tr><td>{f['at']}</td><td>{html.escape(str(f['fault']))}</td><td>{f['node']}</td></tr>"
-                     for f in doc["faults"])
-    hpath.write_text(
-        "<!doctype html><meta charset=utf-8><title>RaftMQ chaos report</title>"
-        "<style>body{font-family:sans-serif;margin:2em}td,th{padding:2px 10px;border-bottom:1px solid #ddd}</style>"
-        f"<h1>RaftMQ chaos run: {'PASS' if doc['ok'] else 'FAIL'}</h1><table>"
-        + "".join(f"<tr><th align=left>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
-        + f"</table><h2>Timeline</h2>{img}<h2>Faults</h2><table><tr><th>at s</th><th>fault</th><th>node</th></tr>"
-        + faults + "</table>")
+    jpath.write_text(json.dumps(doc, indent=2, default=str))
+    hpath.write_text(render_html(doc, timeline_png(res.history)))
     return jpath, hpath
+
+
+def one_line(doc: dict[str, Any]) -> str:
+    fo = doc["failover_after_leader_kill"]
+    counts = doc["check"]["counts"]
+    return (f"{doc['verdict']}: {doc['faults_injected']}/{doc['faults_planned']} faults "
+            f"({', '.join(f'{k} {v}' for k, v in sorted(doc['faults_by_kind'].items())) or 'none'}), "
+            f"{doc['acknowledged']} acknowledged sends, {doc['anomalies']} anomalies"
+            + (f" ({', '.join(f'{k} {v}' for k, v in counts.items() if v)})" if doc["anomalies"] else "")
+            + (f"; failover after leader kill p50 {fo['p50_s']} s, max {fo['max_s']} s" if fo["count"] else ""))
+
+
+__all__ = ["summary", "write", "render_html", "timeline", "timeline_png", "one_line"]

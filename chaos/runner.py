@@ -1,286 +1,419 @@
-"""``raftmq chaos run``: a real group, a workload through the client, a nemesis,
-then heal, converge, drain every node and check (see ``chaos.checker``).
+"""A chaos run from start to verdict (``raftmq chaos run``).
 
-Workload: sequential idempotent producers (``p1`` doubles as the steady sender
-whose acknowledgements time the failovers), one non-idempotent producer
-(``r1``, duplicates counted, not anomalies), a PushConsumer group of two
-recording every delivery, and a sampler of the group's committed offsets.
+1. Lay out and start a local group (``chaos.nemesis.Group``), wait for a
+   leader, create the topic.
+2. Start the workload (``chaos.workload``) and the nemesis, which injects the
+   seeded schedule (``chaos.schedule``) one fault at a time; a progress line
+   on stderr says how it goes.
+3. At the end: heal (resume, drop the partition rules, restart every node that
+   is down), stop sending, wait until every node reports the same applied and
+   commit index, wait until the push group has consumed everything, read
+   every group's committed offsets and drain every queue from every node.
+4. Check the history against what the nodes hold (``chaos.checker``), and
+   decide: exit status 0 only if no anomaly was found and every planned fault
+   was injected.
+
+Every process the run started is stopped at the end, also on an error or
+Ctrl-C (SIGINT) or SIGTERM.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
+import shutil
+import signal
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
-from chaos.checker import CheckResult, check, failover_times
-from chaos.history import History, Op
-from chaos.nemesis import Group, Node, http_json, in_private_netns, partitions_possible
-from client import Admin, Producer, PushConsumer
-from client.errors import RaftMQError, Rejected, Timeout
+from chaos.checker import CheckResult, availability, check
+from chaos.history import CONVERGE, CRASH, FAIL, FAULT, OK, History, Op
+from chaos.nemesis import Group, Node
+from chaos.netns import in_private_netns, partitions_possible
+from chaos.schedule import DEFAULT_FAULTS, LEADER_FAULTS, PlannedFault, pick, plan
+from chaos.workload import QUEUES, TOPIC, Workload, WorkloadConfig, create_topic
 
-TOPIC = "chaos"
-QUEUES = 4
-GROUP = "chaos-group"
-ALL_FAULTS = ("kill-leader", "kill", "pause-leader", "pause", "torn-tail", "wipe", "partition")
-DEFAULT_FAULTS = ("kill-leader", "pause-leader", "kill", "torn-tail", "partition")
+log = logging.getLogger(__name__)
 
 
-@dataclass
+class RunError(Exception):
+    """The run itself could not be carried out (not an anomaly of the group)."""
+
+
+@dataclass(slots=True, frozen=True)
 class RunConfig:
-    duration_s: float = 60.0
-    interval_s: float = 5.0  # between the start of one fault and the next
+    duration_s: float = 60.0  # of the workload under faults (healing and checking come after)
+    interval_s: float = 6.0  # between the starts of two faults
     fault_s: float = 2.0  # how long a pause or partition lasts, or a killed node stays down
-    faults: tuple[str, ...] = DEFAULT_FAULTS
+    faults: Mapping[str, float] = field(default_factory=lambda: {f: 1.0 for f in DEFAULT_FAULTS})
+    schedule: str = "random"  # "random" (weighted draws) or "cycle" (in turn)
     nodes: int = 3
     flush: str = "async"
     seed: int = 0
-    producers: int = 3
-    base_dir: str | None = None
+    workload: WorkloadConfig = field(default_factory=WorkloadConfig)
+    base_dir: str | None = None  # nodes' configs, data and logs (default: a temporary directory)
     out_dir: str = "."
     progress: bool = True
-    wipe_majority: bool = False  # a fault no Raft group survives: proves the checker can fail
-    cycle: bool = False  # take the faults in turn instead of drawing them at random
+    wipe_majority: bool = False  # a fault no Raft group survives: the run must report loss
+    keep_data: bool = False  # keep the temporary directory even when the run passes
+    warmup_s: float = 3.0
+    converge_timeout_s: float = 60.0
+    consume_timeout_s: float = 45.0
 
     def __post_init__(self) -> None:
-        unknown = set(self.faults) - set(ALL_FAULTS)
-        if unknown:
-            raise ValueError(f"faults: unknown {', '.join(sorted(unknown))}; choose from {', '.join(ALL_FAULTS)}")
         if self.nodes not in (3, 5):
             raise ValueError("nodes: 3 or 5")
-        if self.duration_s <= 0 or self.interval_s <= 0 or self.fault_s <= 0:
-            raise ValueError("duration, interval and fault time must be positive")
+        if self.flush not in ("async", "sync"):
+            raise ValueError("flush: 'async' or 'sync'")
+        if self.duration_s < 10:
+            raise ValueError("duration_s: at least 10 seconds")
+        if self.interval_s <= 0 or self.fault_s <= 0:
+            raise ValueError("interval_s and fault_s: must be positive")
+        if self.schedule not in ("random", "cycle"):
+            raise ValueError("schedule: 'random' or 'cycle'")
 
 
-@dataclass
+@dataclass(slots=True)
 class RunResult:
     config: RunConfig
-    check: CheckResult
+    plan: list[PlannedFault]
     history: History
-    faults: list[dict[str, Any]] = field(default_factory=list)
-    failovers: list[dict[str, Any]] = field(default_factory=list)
-    partitions_skipped: str = ""
-    exit_code: int = 0
-    base_dir: str = ""
+    check: CheckResult
+    availability: dict[str, Any]
+    partitions: dict[str, Any]
+    nodes: list[dict[str, Any]]
+    base_dir: str
+    reasons: list[str]
+    started_at: float
+    elapsed_s: float
+    history_path: str | None = None
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if not self.reasons else 1
+
+    @property
+    def faults_injected(self) -> list[Op]:
+        return [o for o in self.history.of(FAULT) if o.outcome == OK]
 
 
 class Run:
     def __init__(self, cfg: RunConfig) -> None:
         self.cfg = cfg
-        self.rng = random.Random(cfg.seed)
         self.t0 = time.monotonic()
-        self.h = History()
-        self.stop = asyncio.Event()
+        self.h = History(clock=lambda: time.monotonic() - self.t0)
+        self.started_at = time.time()
         ok, why = partitions_possible()
-        self.partitions = "partition" in cfg.faults and ok and in_private_netns()
-        self.partitions_skipped = "" if self.partitions or "partition" not in cfg.faults else (
-            why or "partitions need the run inside a private network namespace")
-        base = Path(cfg.base_dir or tempfile.mkdtemp(prefix="raftmq-chaos-"))
-        self.group = Group(base, cfg.nodes, cfg.flush, distinct_hosts=self.partitions)
-        self.acked = 0
+        wants = cfg.faults.get("partition", 0) > 0
+        self.can_partition = wants and ok and in_private_netns()
+        if not wants:
+            skipped = None
+        elif self.can_partition:
+            skipped = None
+        else:
+            skipped = why or "partitions need the run inside its own network namespace (raftmq chaos run does that)"
+        self.partitions = {"asked": wants, "included": self.can_partition, "skipped": skipped}
+        mix = dict(cfg.faults)
+        if wants and not self.can_partition:
+            mix.pop("partition", None)
+        self.plan = [] if cfg.wipe_majority else plan(
+            cfg.seed, mix, duration_s=cfg.duration_s, interval_s=cfg.interval_s, fault_s=cfg.fault_s,
+            mode=cfg.schedule, warmup_s=cfg.warmup_s)
+        self.own_base = cfg.base_dir is None
+        self.base = Path(cfg.base_dir) if cfg.base_dir else Path(tempfile.mkdtemp(prefix="raftmq-chaos-"))
+        self.group = Group(self.base, cfg.nodes, cfg.flush, distinct_hosts=self.can_partition)
+        self.left_down: set[str] = set()
         self.last_fault = "-"
+        self.injected = 0
+        self.workload: Workload | None = None
+        self._partitioned = False
 
+    # -- helpers ----------------------------------------------------------------------
     def now(self) -> float:
         return time.monotonic() - self.t0
 
-    # -- workload ---------------------------------------------------------------
-    async def producer(self, name: str, idempotent: bool) -> None:
-        urls = [n.http_url for n in self.group.nodes]
-        async with Producer(urls, idempotent=idempotent, linger_ms=0, deadline_ms=8000, request_timeout_ms=2000) as p:
-            n = 0
-            while not self.stop.is_set():
-                body = f"{name}-{n}"
-                op = self.h.add(Op(name, "send", self.now(), value=body))
-                try:
-                    r = await p.send(TOPIC, body)
-                    op.outcome, op.queue_id, op.offset = "ok", r.queue_id, r.queue_offset
-                    self.acked += 1
-                except Rejected as exc:
-                    op.outcome, op.detail = "fail", {"error": str(exc)}
-                except (Timeout, RaftMQError, OSError) as exc:
-                    op.outcome, op.detail = "info", {"error": str(exc)}
-                op.complete = self.now()
-                n += 1
+    async def _sleep_until(self, t: float) -> None:
+        await asyncio.sleep(max(0.0, t - self.now()))
 
-    async def consumers(self) -> list[PushConsumer]:
-        urls = [n.http_url for n in self.group.nodes]
+    def targets(self) -> list[tuple[str, str, int]]:
+        return [(n.id, n.http_url, n.incarnation) for n in self.group.nodes if n.alive() and not n.paused]
 
-        def handler(m: Any) -> None:
-            self.h.add(Op(GROUP, "deliver", self.now(), self.now(), "ok", m.body.decode(), m.queue_id, m.queue_offset))
+    def live(self) -> list[Node]:
+        return [n for n in self.group.nodes if n.alive() and not n.paused]
 
-        cs = [PushConsumer(urls, GROUP, TOPIC, handler, from_where="beginning", heartbeat_interval_ms=500,
-                           handler_in_thread=False)
-              for _ in range(2)]
-        for c in cs:
-            await c.start()
-        return cs
-
-    async def sample_offsets(self) -> None:
-        while not self.stop.is_set():
-            await asyncio.sleep(0.5)
-            leader = await asyncio.to_thread(self.group.leader)
-            if leader is None:
-                continue
-            h = await asyncio.to_thread(self.group.health, leader)
-            status, body = await asyncio.to_thread(http_json, "GET",
-                                                   f"{leader.http_url}/v1/groups/{GROUP}/offsets?topic={TOPIC}")
-            if status != 200 or not h or h["applied_index"] < h["commit_index"]:
-                continue
-            for o in body["offsets"]:
-                if o["offset"] is not None:
-                    self.h.add(Op(GROUP, "commit", self.now(), self.now(), "ok", None, o["queue_id"], o["offset"],
-                                  leader.id))
-
-    # -- nemesis ----------------------------------------------------------------
-    def pick(self, role: str) -> Node | None:
-        live = [n for n in self.group.nodes if n.alive() and not n.paused]
-        if role == "leader":
-            return self.group.leader()
-        return self.rng.choice(live) if live else None
-
-    async def fault(self, name: str) -> None:
-        g, rng = self.group, self.rng
-        node = self.pick("leader" if name.endswith("-leader") else "any")
-        if node is None:
-            return
-        op = self.h.add(Op("nemesis", "fault", self.now(), value=name, node=node.id))
-        self.last_fault = f"{name}({node.id})"
-        if name in ("kill-leader", "kill", "torn-tail", "wipe"):
-            await asyncio.to_thread(g.kill, node)
-            if name == "torn-tail":
-                op.detail["torn"] = await asyncio.to_thread(g.tear_tail, node, rng)
-            if name == "wipe":
-                await asyncio.to_thread(g.wipe, node)
-            await asyncio.sleep(self.cfg.fault_s)
-            await asyncio.to_thread(g.start, node, name == "wipe")
-        elif name in ("pause-leader", "pause"):
-            await asyncio.to_thread(g.pause, node)
-            await asyncio.sleep(self.cfg.fault_s)
-            await asyncio.to_thread(g.resume, node)
-        elif name == "partition":
-            kind = rng.choice(["isolate-leader", "halves"] + (["ring"] if len(g.nodes) == 5 else []))
-            nodes = list(g.nodes)
-            if kind == "isolate-leader":
-                parts = [[node], [n for n in nodes if n is not node]]
-            elif kind == "halves":
-                rng.shuffle(nodes)
-                parts = [nodes[: len(nodes) // 2], nodes[len(nodes) // 2:]]
-            else:  # each node sees its two neighbours: every majority is different
-                parts = [[nodes[i], nodes[(i + 1) % 5], nodes[(i + 2) % 5]] for i in range(5)]
-            op.detail["partition"] = kind
-            await asyncio.to_thread(g.partition, parts)
-            await asyncio.sleep(self.cfg.fault_s)
-            await asyncio.to_thread(g.heal)
-        op.complete = self.now()
-
+    # -- the nemesis ---------------------------------------------------------------------
     async def nemesis(self) -> None:
-        faults = [f for f in self.cfg.faults if f != "partition" or self.partitions]
-        k = 0
-        while self.now() < self.cfg.duration_s - self.cfg.fault_s - 1:
-            await asyncio.sleep(self.cfg.interval_s - self.cfg.fault_s)
-            if self.now() >= self.cfg.duration_s - self.cfg.fault_s - 1:
-                break
-            await self.fault(faults[k % len(faults)] if self.cfg.cycle else self.rng.choice(faults))
-            k += 1
+        for pf in self.plan:
+            await self._sleep_until(pf.at_s)
+            await self.inject(pf)
 
-    async def progress(self) -> None:
-        while not self.stop.is_set():
-            faults = len(self.h.of("fault"))
-            sys.stderr.write(f"\rt={self.now():5.0f}s acked={self.acked} faults={faults} last={self.last_fault}   ")
-            sys.stderr.flush()
-            await asyncio.sleep(1)
+    async def inject(self, pf: PlannedFault) -> None:
+        g = self.group
+        target: Node | None = None
+        if pf.fault in LEADER_FAULTS or (pf.fault == "partition" and pf.shape == "isolate-leader"):
+            target = await g.wait_leader(5.0)
+            why = "no leader within 5 s"
+        else:
+            live = self.live()
+            target = g.by_id[pick([n.id for n in live], pf.pick)] if live else None
+            why = "no live node"
+        if target is None:
+            self.h.event("nemesis", FAULT, FAIL, value=pf.fault, detail={"why": why, "planned_at": pf.at_s})
+            return
+        op = self.h.invoke("nemesis", FAULT, value=pf.fault, node=target.id, detail={"planned_at": pf.at_s})
+        self.last_fault = f"{pf.fault}({target.id})"
+        detail: dict[str, Any] = {}
+        try:
+            if pf.fault in ("kill-leader", "kill", "torn-tail", "wipe"):
+                await g.kill(target)
+                if pf.fault == "torn-tail":
+                    detail["torn"] = await asyncio.to_thread(g.tear_tail, target, pf.tear_bytes, pf.corrupt,
+                                                             int(pf.pick * 1e6))
+                elif pf.fault == "wipe":
+                    await asyncio.to_thread(g.wipe, target)
+                await asyncio.sleep(pf.duration_s)
+                g.start(target)  # a wiped node rejoins: no votes until caught up
+            elif pf.fault in ("pause-leader", "pause"):
+                g.pause(target)
+                await asyncio.sleep(pf.duration_s)
+                g.resume(target)
+            elif pf.fault == "partition":
+                groups = self._partition_groups(pf, target)
+                detail["shape"] = pf.shape
+                detail["sides"] = [[n.id for n in grp] for grp in groups]
+                self._partitioned = True
+                detail["cut"] = await g.partition(groups)
+                op.invoke = self.now()  # in effect once every rule is in (a few ms of iptables calls)
+                op.node = ",".join(sorted({n.id for grp in groups for n in grp} if pf.shape != "isolate-leader"
+                                          else {target.id}))
+                await asyncio.sleep(pf.duration_s)
+                await g.heal_network()
+                self._partitioned = False
+            else:
+                raise RunError(f"unknown fault {pf.fault}")
+        except asyncio.CancelledError:
+            self.h.complete(op, OK, detail={**(op.detail or {}), **detail, "cut_short": True})
+            raise
+        self.h.complete(op, OK, detail={**(op.detail or {}), **detail})
+        self.injected += 1
+
+    def _partition_groups(self, pf: PlannedFault, leader: Node) -> list[list[Node]]:
+        nodes = sorted(self.group.nodes, key=lambda n: n.id)
+        rng = random.Random(int(pf.pick * 1e6))
+        if pf.shape == "isolate-leader":
+            return [[leader], [n for n in nodes if n is not leader]]
+        rng.shuffle(nodes)
+        if pf.shape == "halves":
+            half = len(nodes) // 2
+            return [nodes[:half], nodes[half:]]
+        # A majority ring: each node sees only its ring neighbours. With 5 nodes each sees a
+        # majority (itself and two neighbours), no two the same one; with 3, one node bridges two
+        # that cannot see each other.
+        if len(nodes) == 3:
+            return [[nodes[0], nodes[1]], [nodes[1], nodes[2]]]
+        return [[nodes[i], nodes[(i + 1) % len(nodes)]] for i in range(len(nodes))]
 
     async def wipe_majority(self) -> None:
-        """Kill every node, wipe a majority's data and bring back only that majority."""
+        """Kill every node, wipe a majority's data, bring back only that majority."""
         g = self.group
-        await asyncio.sleep(self.cfg.duration_s / 2)
-        op = self.h.add(Op("nemesis", "fault", self.now(), value="wipe-majority"))
+        await asyncio.sleep(max(1.0, self.cfg.duration_s / 2 - self.now()))
+        order = sorted(g.nodes, key=lambda n: n.id)
+        majority = order[: len(order) // 2 + 1]
+        op = self.h.invoke("nemesis", FAULT, value="wipe-majority", node=",".join(n.id for n in majority))
+        self.last_fault = f"wipe-majority({op.node})"
         for n in g.nodes:
-            await asyncio.to_thread(g.kill, n)
-        majority = g.nodes[: len(g.nodes) // 2 + 1]
+            await g.kill(n)
         for n in majority:
             await asyncio.to_thread(g.wipe, n)
-            await asyncio.to_thread(g.start, n)
-        op.node, op.complete = ",".join(n.id for n in majority), self.now()
-        self.last_fault = "wipe-majority"
-        # The new majority starts empty: recreate the topic so writes go on.
-        urls = [n.http_url for n in majority]
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+            g.start(n, rejoin=False)  # as if the operator did not know: they form a new, empty group
+        self.left_down = {n.id for n in order[len(majority):]}
+        if await g.wait_leader(30) is not None:
             try:
-                async with Admin(urls, deadline_ms=3000) as a:
-                    await a.create_topic(TOPIC, QUEUES)
-                return
-            except RaftMQError:
-                await asyncio.sleep(0.3)
+                await create_topic([n.http_url for n in majority], deadline_s=30)
+            except Exception as exc:  # noqa: BLE001 - recorded; the check will show the damage
+                log.warning("recreating the topic after the wipe failed: %s", exc)
+        self.h.complete(op, OK, detail={"wiped": [n.id for n in majority], "left_down": sorted(self.left_down)})
+        self.injected += 1
 
-    # -- the run ------------------------------------------------------------------
-    async def main(self) -> RunResult:
-        import logging
+    # -- watchers --------------------------------------------------------------------------
+    async def watch_crashes(self) -> None:
+        while True:
+            for node, rc in self.group.crashed():
+                tail = self.group.log_tail(node)
+                self.h.event("nemesis", CRASH, value=str(rc), node=node.id, detail={"log_tail": tail[-2000:]})
+                log.warning("node %s exited by itself with status %s", node.id, rc)
+            await asyncio.sleep(0.2)
 
-        logging.getLogger("client").setLevel(logging.ERROR)  # retries through faults are expected here
+    async def progress(self) -> None:
+        tty = sys.stderr.isatty()
+        last_print = -1e9
+        while True:
+            wl = self.workload
+            line = (f"t={self.now():4.0f}s acked={wl.acked if wl else 0} unknown={wl.unknown if wl else 0} "
+                    f"failed={wl.failed if wl else 0} delivered={wl.delivered if wl else 0} "
+                    f"faults={self.injected}/{len(self.plan) or 1} last={self.last_fault}")
+            if tty:
+                sys.stderr.write("\r" + line.ljust(110)[:160])
+                sys.stderr.flush()
+            elif self.now() - last_print >= 10:
+                sys.stderr.write(line + "\n")
+                sys.stderr.flush()
+                last_print = self.now()
+            await asyncio.sleep(1.0)
+
+    # -- the end of a run --------------------------------------------------------------------
+    async def heal_all(self) -> None:
         g = self.group
-        g.start_all()
+        await g.heal_network()
+        self._partitioned = False
+        for n in g.nodes:
+            g.resume(n)
+            if not n.alive() and n.id not in self.left_down:
+                g.start(n)
+
+    async def converge(self) -> bool:
+        """Every running node answers, one leader, one applied index equal to the commit index."""
+        g = self.group
+        expected = [n for n in g.nodes if n.id not in self.left_down]
+        end = self.now() + self.cfg.converge_timeout_s
+        stable = 0
+        last: dict[str, Any] = {}
+        while self.now() < end:
+            hs = await g.healths()
+            last = {n.id: hs.get(n.id) for n in expected}
+            answers = [h for h in last.values() if h]
+            if (len(answers) == len(expected) and sum(1 for h in answers if h.get("role") == "leader") == 1
+                    and len({(h.get("applied_index"), h.get("commit_index")) for h in answers}) == 1
+                    and answers[0].get("applied_index") == answers[0].get("commit_index")):
+                stable += 1
+                if stable >= 3:
+                    self.h.event("runner", CONVERGE, OK, detail={"applied_index": answers[0].get("applied_index")})
+                    return True
+            else:
+                stable = 0
+            await asyncio.sleep(0.3)
+        seen = {nid: (None if h is None else {k: h.get(k) for k in ("role", "term", "commit_index", "applied_index")})
+                for nid, h in last.items()}
+        self.h.event("runner", CONVERGE, FAIL, detail={"after_s": self.cfg.converge_timeout_s, "nodes": seen})
+        return False
+
+    async def wait_consumed(self) -> None:
+        assert self.workload is not None
+        if not self.workload.cfg.push_consumers:
+            return
+        end = self.now() + self.cfg.consume_timeout_s
+        zero = 0
+        while self.now() < end:
+            lag = await self.workload.push_lag()
+            zero = zero + 1 if lag == 0 else 0
+            if zero >= 2:
+                return
+            await asyncio.sleep(0.5)
+        log.warning("the push group did not catch up within %ss", self.cfg.consume_timeout_s)
+
+    # -- the run ------------------------------------------------------------------------------
+    async def main(self) -> RunResult:
+        logging.getLogger("client").setLevel(logging.CRITICAL)  # retries and failovers are the point here
+        g = self.group
+        background: list[asyncio.Task[None]] = []
+        contents: dict[str, dict[tuple[int, int], str]] = {}
+        wl: Workload | None = None
         try:
-            await asyncio.to_thread(g.wait_leader, 30)
-            async with Admin([n.http_url for n in g.nodes]) as a:
-                await a.create_topic(TOPIC, QUEUES)
-            consumers = await self.consumers()
-            tasks = [asyncio.create_task(self.producer(f"p{i + 1}", True)) for i in range(self.cfg.producers)]
-            tasks.append(asyncio.create_task(self.producer("r1", False)))
-            tasks.append(asyncio.create_task(self.sample_offsets()))
+            g.start_all()
+            background.append(asyncio.create_task(self.watch_crashes()))
             if self.cfg.progress:
-                tasks.append(asyncio.create_task(self.progress()))
-            chaos = asyncio.create_task(self.wipe_majority() if self.cfg.wipe_majority else self.nemesis())
-            await asyncio.sleep(self.cfg.duration_s)
-            await chaos
-            self.stop.set()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            # Heal, bring every node back (except what wipe-majority left down) and converge.
-            await asyncio.to_thread(g.heal)
-            if not self.cfg.wipe_majority:
-                for n in g.nodes:
-                    await asyncio.to_thread(g.start, n)
-            await self._until(lambda: g.converged(), 60, "the group to converge")
-            await self._until(lambda: self._consumed_all(), 30, "the consumer group to catch up")
-            for c in consumers:
-                await c.stop()
-            live = [n for n in g.nodes if n.alive()]
-            contents = {n.id: await asyncio.to_thread(g.drain, n, TOPIC, QUEUES) for n in live}
-            result = check(self.h, contents, idempotent={f"p{i + 1}" for i in range(self.cfg.producers)},
-                           push_groups=not self.cfg.wipe_majority)
+                background.append(asyncio.create_task(self.progress()))
+            if await g.wait_leader(30) is None:
+                raise RunError(f"no leader elected within 30 s; node logs under {self.base}")
+            await create_topic(g.urls)
+            wl = self.workload = Workload(self.h, g.urls, {n.http_url: n.id for n in g.nodes}, self.targets,
+                                          self.cfg.workload)
+            await wl.start()
+            nemesis = asyncio.create_task(self.wipe_majority() if self.cfg.wipe_majority else self.nemesis())
+            await self._sleep_until(self.cfg.duration_s)
+            try:
+                await asyncio.wait_for(nemesis, timeout=max(5.0, self.cfg.fault_s * 2))
+            except asyncio.TimeoutError:
+                pass  # cancelled by wait_for; healing below undoes whatever it was doing
+            await self.heal_all()
+            await wl.stop_sending(timeout_s=self.cfg.workload.send_deadline_ms / 1000 + 5)
+            await self.converge()
+            await self.wait_consumed()
+            wl.reading.clear()
+            await wl.stop_consumers()
+            await self.converge()  # the consumers' last commits are in; read offsets from everyone
+            await wl.read_offsets(final=True)
+            for n in g.nodes:
+                if n.alive() and not n.paused:
+                    try:
+                        contents[n.id] = await wl.drain(n.http_url)
+                    except Exception as exc:  # noqa: BLE001 - a node that cannot be read is reported, not fatal
+                        log.warning("could not drain %s: %s", n.id, exc)
         finally:
-            self.stop.set()
-            await asyncio.to_thread(g.heal) if g.partitioned else None
-            await asyncio.to_thread(g.stop_all)
+            for t in background:
+                t.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            if wl is not None:
+                await wl.stop()
+            try:
+                await g.heal_network()
+            finally:
+                await g.stop_all()
+                await g.close()
             if self.cfg.progress:
                 sys.stderr.write("\n")
-        faults = [{"at": round(o.invoke, 2), "fault": o.value, "node": o.node, **o.detail} for o in self.h.of("fault")]
-        res = RunResult(self.cfg, result, self.h, faults, failover_times(self.h, "p1"), self.partitions_skipped,
-                        base_dir=str(g.base))
-        res.exit_code = 0 if (result.ok and faults) else 1
-        return res
+        self.h.finish_pending()
+        for node, rc in g.crashed():  # died between the last watch and the stop
+            self.h.event("nemesis", CRASH, value=str(rc), node=node.id, detail={"log_tail": g.log_tail(node)[-2000:]})
+        result = check(self.h, contents, non_idempotent=wl.non_idempotent() if wl else ())
+        avail = availability(self.h)
+        reasons = []
+        if result.anomalies:
+            counts = ", ".join(f"{k} {v}" for k, v in result.counts().items() if v)
+            reasons.append(f"{result.anomalies} anomalies ({counts})")
+        injected = [o for o in self.h.of(FAULT) if o.outcome == OK]
+        planned = 1 if self.cfg.wipe_majority else len(self.plan)
+        if not injected:
+            reasons.append("no fault was injected")
+        elif len(injected) < planned:
+            reasons.append(f"only {len(injected)} of {planned} planned faults were injected")
+        if result.acknowledged == 0:
+            reasons.append("no send was acknowledged")
+        nodes = [{"id": n.id, "http_url": n.http_url, "raft_addr": n.raft_addr, "log": str(n.log_path),
+                  "data_dir": str(n.data_dir), "starts": n.incarnation} for n in g.nodes]
+        return RunResult(self.cfg, self.plan, self.h, result, avail, self.partitions, nodes, str(self.base), reasons,
+                         self.started_at, self.now())
 
-    def _consumed_all(self) -> bool:
-        leader = self.group.leader()
-        if leader is None:
-            return False
-        status, body = http_json("GET", f"{leader.http_url}/v1/groups/{GROUP}/lag?topic={TOPIC}")
-        return status == 200 and body["lag"] == 0
-
-    async def _until(self, cond: Any, timeout_s: float, what: str) -> None:
-        end = time.monotonic() + timeout_s
-        while time.monotonic() < end:
-            if await asyncio.to_thread(cond):
-                return
-            await asyncio.sleep(0.2)
-        sys.stderr.write(f"\nchaos: timed out waiting for {what}\n")
+    def cleanup(self, passed: bool) -> None:
+        """Remove the temporary data directory of a passing run (a failing one is kept to look at)."""
+        if passed and self.own_base and not self.cfg.keep_data:
+            shutil.rmtree(self.base, ignore_errors=True)
 
 
-def run(cfg: RunConfig) -> RunResult:
-    return asyncio.run(Run(cfg).main())
+def run(cfg: RunConfig) -> tuple[Run, RunResult]:
+    """Carry out a run in a fresh event loop; SIGTERM stops it like Ctrl-C does."""
+    r = Run(cfg)
+
+    async def guarded() -> RunResult:
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        assert task is not None
+        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+        try:
+            return await r.main()
+        finally:
+            loop.remove_signal_handler(signal.SIGTERM)
+
+    try:
+        return r, asyncio.run(guarded())
+    except BaseException:
+        r.group.stop_all_now()
+        raise
+
+
+__all__ = ["Run", "RunConfig", "RunError", "RunResult", "run", "TOPIC", "QUEUES"]

@@ -1,0 +1,55 @@
+"""Chaos reports: the JSON holds every figure, and the HTML page degrades to
+tables when matplotlib is missing."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from chaos import report
+from chaos.checker import availability, check
+from chaos.history import DELIVER, FAULT, OK, SEND, History, Op
+from chaos.runner import RunConfig, RunResult
+from chaos.schedule import PlannedFault
+
+
+def result(tmp_path: Path) -> RunResult:
+    ops = [Op("steady", SEND, 0.1 * i, 0.1 * i + 0.005, OK, f"steady-{i:06d}", 0, i, "n1") for i in range(50)]
+    ops.append(Op("nemesis", FAULT, 2.0, 3.0, OK, "kill-leader", node="n1"))
+    ops += [Op("chaos-push/c1", DELIVER, 6.0, 6.0, OK, o.value, 0, o.offset) for o in ops if o.kind == SEND]
+    h = History(ops)
+    contents = {"n1": {(0, i): f"steady-{i:06d}" for i in range(50)}}
+    cfg = RunConfig(duration_s=10, seed=42, out_dir=str(tmp_path))
+    return RunResult(cfg, [PlannedFault(2.0, "kill-leader", 1.0, 0.5)], h, check(h, contents), availability(h),
+                     {"asked": True, "included": False, "skipped": "partitions need root"}, [], str(tmp_path), [],
+                     0.0, 12.0)
+
+
+def test_json_report_holds_the_verdict_seed_schedule_and_figures(tmp_path: Path) -> None:
+    jpath, hpath = report.write(result(tmp_path), str(tmp_path))
+    doc = json.loads(jpath.read_text())
+    assert doc["verdict"] == "PASS" and doc["seed"] == 42 and doc["anomalies"] == 0
+    assert doc["schedule"][0]["fault"] == "kill-leader" and doc["faults_injected"] == 1
+    assert doc["failover_after_leader_kill"]["count"] == 1
+    assert doc["partitions"]["skipped"] == "partitions need root"
+    assert set(doc["latency_by_phase"]) == {"calm", "kill-leader"}
+    assert (tmp_path / "chaos-history.jsonl.gz").exists()
+    assert "PASS" in hpath.read_text()
+
+
+def test_html_report_embeds_the_timeline_picture_when_matplotlib_is_there(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    _, hpath = report.write(result(tmp_path), str(tmp_path))
+    assert "data:image/png;base64," in hpath.read_text()
+
+
+def test_html_report_is_tables_only_without_matplotlib(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    _, hpath = report.write(result(tmp_path), str(tmp_path))
+    page = hpath.read_text()
+    assert "data:image/png" not in page and "needs matplotlib" in page and "<table>" in page
