@@ -6,7 +6,7 @@ benchmark as programs (``python -m broker``, ``python -m dledger.bench``):
 the client knows the servers only as programs and HTTP endpoints.
 ``raftmq cluster`` manages a local group (client/cluster.py); the data
 commands ``produce``, ``consume``, ``topic``, ``group`` and ``message`` talk
-to a group through the Python client (client/console.py).
+to a group through the Python client (client/commands.py).
 """
 
 from __future__ import annotations
@@ -226,7 +226,7 @@ def _table(cols: list[str], rows: list[dict[str, Any]]) -> None:
         click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths)))
 
 
-from client.console import COMMANDS  # noqa: E402  (data commands: produce, consume, topic, group, message)
+from client.commands import COMMANDS  # noqa: E402  (data commands: produce, consume, topic, group, message)
 
 for _command in COMMANDS:
     main.add_command(_command)

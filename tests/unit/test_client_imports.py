@@ -30,3 +30,12 @@ def test_client_library_imports_only_http_libraries_and_the_stdlib() -> None:
     assert files
     bad = {f.name: sorted(imported_roots(f) - ALLOWED) for f in files if imported_roots(f) - ALLOWED}
     assert not bad, f"client modules import what they must not: {bad}"
+
+
+def test_command_line_modules_import_only_http_libraries_click_and_the_stdlib() -> None:
+    """cli.py, commands.py (the data commands) and the other command-line modules
+    start broker programs and speak HTTP; they never import ``broker`` or ``dledger``."""
+    files = sorted(set(CLIENT.glob("*.py")) - {CLIENT / name for name in LIBRARY})
+    assert {CLIENT / "cli.py", CLIENT / "commands.py"} <= set(files)
+    bad = {f.name: sorted(imported_roots(f) - ALLOWED) for f in files if imported_roots(f) - ALLOWED}
+    assert not bad, f"client modules import what they must not: {bad}"
