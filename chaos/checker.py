@@ -149,9 +149,9 @@ class _Observations:
                     disagree.add(pos)
         for pos in sorted(disagree):
             for node in sorted(contents):
-                body = contents[node].get(pos)
-                if body is not None:
-                    self.conflict(pos, body, f"final@{node}")
+                held = contents[node].get(pos)
+                if held is not None:
+                    self.conflict(pos, held, f"final@{node}")
 
 
 def check(history: History | Iterable[Op], contents: Contents, *, non_idempotent: Iterable[str] = ()) -> CheckResult:
@@ -236,9 +236,9 @@ def check(history: History | Iterable[Op], contents: Contents, *, non_idempotent
     for body in sorted(where):
         positions = where[body]
         if len(positions) > 1:
-            proc = producer_of.get(body)
-            item = {"body": body, "producer": proc, "positions": sorted(positions)}
-            (r.duplicated_non_idempotent if proc in non_idem else r.duplicated).append(item)
+            sender = producer_of.get(body)
+            item = {"body": body, "producer": sender, "positions": sorted(positions)}
+            (r.duplicated_non_idempotent if sender in non_idem else r.duplicated).append(item)
 
     # Dense queues: every offset below a queue's end is held by some node.
     by_queue: dict[int, list[int]] = defaultdict(list)
@@ -281,20 +281,21 @@ def check(history: History | Iterable[Op], contents: Contents, *, non_idempotent
 def _nonmonotonic(proc: str, ops: list[Op]) -> list[dict[str, Any]]:
     """A send acknowledged before another was invoked must sit at a lower offset of its queue."""
     out = []
-    placed = [o for o in ops if o.queue_id is not None and o.offset is not None and o.complete is not None]
-    done: list[tuple[float, int, Op]] = []  # heap by completion time
-    best: dict[int, Op] = {}  # per queue, the highest-offset send completed so far
-    for i, b in enumerate(sorted(placed, key=lambda o: o.invoke)):
-        while done and done[0][0] < b.invoke:
-            _, _, a = heapq.heappop(done)
-            cur = best.get(a.queue_id)  # type: ignore[arg-type]
-            if cur is None or a.offset > cur.offset:  # type: ignore[operator]
-                best[a.queue_id] = a  # type: ignore[index]
-        prev = best.get(b.queue_id)  # type: ignore[arg-type]
-        if prev is not None and b.offset <= prev.offset:  # type: ignore[operator]
-            out.append({"producer": proc, "queue_id": b.queue_id, "earlier": prev.value, "earlier_offset": prev.offset,
-                        "later": b.value, "later_offset": b.offset, "at": round(b.invoke, 3)})
-        heapq.heappush(done, (b.complete, i, b))  # type: ignore[arg-type]
+    # (invoke, complete, queue, offset, body) of every placed send, by invocation
+    placed = sorted((o.invoke, o.complete, o.queue_id, o.offset, o.value) for o in ops
+                    if o.queue_id is not None and o.offset is not None and o.complete is not None)
+    done: list[tuple[float, int, int, int, str | None]] = []  # heap by completion: (complete, i, queue, offset, body)
+    best: dict[int, tuple[int, str | None]] = {}  # per queue, the highest offset of a send completed so far
+    for i, (invoke, complete, q, off, body) in enumerate(placed):  # type: ignore[misc]
+        while done and done[0][0] < invoke:
+            _, _, dq, doff, dbody = heapq.heappop(done)
+            if dq not in best or doff > best[dq][0]:
+                best[dq] = (doff, dbody)
+        prev = best.get(q)
+        if prev is not None and off <= prev[0]:
+            out.append({"producer": proc, "queue_id": q, "earlier": prev[1], "earlier_offset": prev[0],
+                        "later": body, "later_offset": off, "at": round(invoke, 3)})
+        heapq.heappush(done, (complete, i, q, off, body))
     return out
 
 
@@ -307,16 +308,17 @@ def _offsets_backwards(ops: list[Op]) -> list[dict[str, Any]]:
         if o.kind == COMMIT and o.outcome == OK and o.queue_id is not None and o.offset is not None:
             commits[(o.process, o.queue_id)].append(o)
     for key, cops in sorted(commits.items()):
-        done: list[tuple[float, int, int]] = []
+        answers = sorted((o.invoke, o.complete or o.invoke, o.offset or 0) for o in cops)
+        done: list[tuple[float, int]] = []  # heap of (complete, offset)
         best = -1
-        for i, b in enumerate(sorted(cops, key=lambda o: o.invoke)):
-            while done and done[0][0] < b.invoke:
-                best = max(best, heapq.heappop(done)[2])
-            if b.offset < best:  # type: ignore[operator]
-                out.append({"group": key[0], "queue_id": key[1], "from": best, "to": b.offset,
-                            "seen": "answers to commits", "at": round(b.invoke, 3)})
-            heapq.heappush(done, (b.complete, i, b.offset))  # type: ignore[arg-type]
-        seen_max[key] = max(o.offset for o in cops)  # type: ignore[type-var]
+        for invoke, complete, off in answers:
+            while done and done[0][0] < invoke:
+                best = max(best, heapq.heappop(done)[1])
+            if off < best:
+                out.append({"group": key[0], "queue_id": key[1], "from": best, "to": off,
+                            "seen": "answers to commits", "at": round(invoke, 3)})
+            heapq.heappush(done, (complete, off))
+        seen_max[key] = max(a[2] for a in answers)
     # 2. One node over one process lifetime: its answers never go back.
     reads = sorted((o for o in ops if o.kind == OFFSETS and o.outcome == OK and o.detail),
                    key=lambda o: o.complete or o.invoke)
@@ -326,13 +328,13 @@ def _offsets_backwards(ops: list[Op]) -> list[dict[str, Any]]:
         if d.get("final"):
             continue
         for q, off in (d.get("offsets") or {}).items():
-            key = (o.node or "?", d.get("incarnation"), o.process, int(q))
+            life = (o.node or "?", d.get("incarnation"), o.process, int(q))
             v = -1 if off is None else int(off)
-            prev = per_node.get(key)
+            prev = per_node.get(life)
             if prev is not None and v < prev:
                 out.append({"group": o.process, "queue_id": int(q), "from": prev, "to": v, "node": o.node,
                             "seen": "one node's answers", "at": round(o.invoke, 3)})
-            per_node[key] = v if prev is None else max(prev, v)
+            per_node[life] = v if prev is None else max(prev, v)
             seen_max[(o.process, int(q))] = max(seen_max.get((o.process, int(q)), -1), v)
     # 3. At the end every node holds at least what was ever seen committed.
     for o in reads:
@@ -387,17 +389,17 @@ def availability(history: History | Iterable[Op], steady: str = "steady", settle
     fault active (``calm``) or under each kind of fault."""
     ops = list(history)
     steady_sends = sorted((o for o in ops if o.kind == SEND and o.process == steady), key=lambda o: o.invoke)
-    acked = [o for o in steady_sends if o.outcome == OK and o.complete is not None]
-    invokes = [o.invoke for o in acked]  # acked is sorted by invoke too
+    acked = [(o.invoke, o.complete) for o in steady_sends if o.outcome == OK and o.complete is not None]
+    invokes = [a[0] for a in acked]  # acked is sorted by invoke too
     suffix_min = [0.0] * len(acked)  # earliest completion among acked sends invoked at or after i
     m = float("inf")
     for i in range(len(acked) - 1, -1, -1):
-        m = min(m, acked[i].complete)  # type: ignore[type-var]
+        m = min(m, acked[i][1])  # type: ignore[type-var]
         suffix_min[i] = m
-    ack_times = sorted(o.complete for o in acked)  # type: ignore[type-var]
+    ack_times: list[float] = sorted(a[1] for a in acked)  # type: ignore[misc]
     all_invokes = [o.invoke for o in steady_sends]
 
-    faults = []
+    faults: list[dict[str, Any]] = []
     windows = fault_windows(ops)
     for k, f in enumerate(windows):
         start, end = f.invoke, f.complete if f.complete is not None else f.invoke
@@ -415,7 +417,7 @@ def availability(history: History | Iterable[Op], steady: str = "steady", settle
                        "refused": sum(1 for o in window if o.outcome == FAIL),
                        "unknown": sum(1 for o in window if o.outcome not in (OK, FAIL)),
                        **({"detail": f.detail} if f.detail else {})})
-    kills = [x["unavailable_s"] for x in faults if x["fault"] == "kill-leader"]
+    kills: list[float | None] = [x["unavailable_s"] for x in faults if x["fault"] == "kill-leader"]
     measured = [x for x in kills if x is not None]
     p50, worst = percentile(measured, 0.5), (round(max(measured), 4) if measured else None)
     met = None

@@ -78,25 +78,32 @@ def summary(res: RunResult) -> dict[str, Any]:
     }
 
 
-def timeline(h: History, bucket_s: float = 1.0) -> dict[str, list[float]]:
-    """Per-second series: acknowledged sends, failed/unknown sends, latency p50/p99/max (ms)."""
+def timeline(h: History, bucket_s: float | None = None) -> dict[str, list[float]]:
+    """Send series per time bucket (``bucket_s``, default: about 300 buckets, at least 0.25 s):
+    acknowledged and failed-or-unknown sends per second (by completion time), and
+    latency p50/p99/max in ms of the sends acknowledged in the bucket (NaN for none)."""
     sends = [o for o in h.of(SEND) if o.complete is not None]
     if not sends:
         return {"t": [], "acks": [], "errors": [], "p50_ms": [], "p99_ms": [], "max_ms": []}
-    n = int(max(o.complete for o in sends) // bucket_s) + 1  # type: ignore[type-var]
+    end = max(o.complete or 0.0 for o in sends)
+    if bucket_s is None:
+        bucket_s = max(0.25, round(end / 300, 2))
+    n = int(end // bucket_s) + 1
     acks, errors = [0] * n, [0] * n
     lat: list[list[float]] = [[] for _ in range(n)]
     for o in sends:
-        b = int(o.complete // bucket_s)  # type: ignore[operator]
+        b = int((o.complete or 0.0) // bucket_s)
         if o.outcome == OK:
             acks[b] += 1
-            lat[b].append((o.complete - o.invoke) * 1000)  # type: ignore[operator]
+            lat[b].append(((o.complete or 0.0) - o.invoke) * 1000)
         else:
             errors[b] += 1
+    nan = float("nan")
     return {"t": [i * bucket_s for i in range(n)], "acks": [a / bucket_s for a in acks],
-            "errors": [float(e) for e in errors],
-            "p50_ms": [percentile(v, 0.5) or 0.0 for v in lat], "p99_ms": [percentile(v, 0.99) or 0.0 for v in lat],
-            "max_ms": [max(v) if v else 0.0 for v in lat]}
+            "errors": [e / bucket_s for e in errors],
+            "p50_ms": [percentile(v, 0.5) if v else nan for v in lat],  # type: ignore[misc]
+            "p99_ms": [percentile(v, 0.99) if v else nan for v in lat],  # type: ignore[misc]
+            "max_ms": [max(v) if v else nan for v in lat]}
 
 
 def timeline_png(h: History) -> str | None:
@@ -117,9 +124,9 @@ def timeline_png(h: History) -> str | None:
     ax[0].plot(tl["t"], tl["errors"], color="tab:red", lw=1, label="failed or unknown sends/s")
     ax[0].set_ylabel("sends per second")
     ax[0].legend(loc="upper left", fontsize=8)
-    ax[1].plot(tl["t"], [max(v, 0.1) for v in tl["p50_ms"]], color="tab:green", lw=1, label="p50")
-    ax[1].plot(tl["t"], [max(v, 0.1) for v in tl["p99_ms"]], color="tab:orange", lw=1, label="p99")
-    ax[1].plot(tl["t"], [max(v, 0.1) for v in tl["max_ms"]], color="tab:red", lw=0.8, label="max")
+    ax[1].plot(tl["t"], tl["p50_ms"], color="tab:green", lw=1, label="p50")
+    ax[1].plot(tl["t"], tl["p99_ms"], color="tab:orange", lw=1, label="p99")
+    ax[1].plot(tl["t"], tl["max_ms"], color="tab:red", lw=0.8, label="max")
     ax[1].set_yscale("log")
     ax[1].set_ylabel("send latency (ms)")
     ax[1].set_xlabel("seconds since start")

@@ -192,7 +192,7 @@ class Workload:
                     self._record_send(op, exc, None, None)
                 else:
                     self._record_send(op, None, (r.queue_id, r.queue_offset),
-                                      self.node_ids.get(p.transport.leader or ""))
+                                      self.node_ids.get(getattr(p.transport, "leader", None) or ""))
                 next_t = await self._pace(next_t, period)
 
     async def _raw_sender(self, name: str) -> None:
@@ -228,7 +228,7 @@ class Workload:
                     self._record_send(op, exc, None, None)
                 else:
                     self._record_send(op, None, (r.queue_id, r.queue_offset),
-                                      self.node_ids.get(p.transport.leader or ""))
+                                      self.node_ids.get(getattr(p.transport, "leader", None) or ""))
                 finally:
                     room.release()
 
