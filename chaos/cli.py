@@ -38,6 +38,8 @@ def chaos_group() -> None:
 @click.option("--nodes", type=click.Choice(["3", "5"]), default="3", show_default=True)
 @click.option("--flush", type=click.Choice(["async", "sync"]), default="async", show_default=True,
               help="The nodes' flush policy.")
+@click.option("--segment-bytes", type=click.IntRange(4096, 1 << 31), default=1 << 20, show_default=True,
+              help="The nodes' Raft log segment size: small ones roll over (and snapshot) often.")
 @click.option("--producers", type=click.IntRange(0, 64), default=3, show_default=True,
               help="Idempotent producers sending one message at a time.")
 @click.option("--rate", type=click.FloatRange(0, 100_000), default=100.0, show_default=True,
@@ -79,7 +81,8 @@ def run_command(**opts: Any) -> None:
     try:
         cfg = RunConfig(
             duration_s=opts["duration"], interval_s=opts["interval"], fault_s=opts["fault_time"], faults=mix,
-            schedule="cycle" if opts["cycle"] else opts["schedule"], nodes=int(opts["nodes"]), flush=opts["flush"], seed=opts["seed"],
+            schedule="cycle" if opts["cycle"] else opts["schedule"], nodes=int(opts["nodes"]), flush=opts["flush"],
+            segment_bytes=opts["segment_bytes"], seed=opts["seed"],
             workload=WorkloadConfig(producers=opts["producers"], rate_per_s=opts["rate"],
                                     steady_period_ms=opts["steady_period_ms"], push_consumers=opts["consumers"],
                                     seed=opts["seed"]),

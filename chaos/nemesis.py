@@ -42,7 +42,7 @@ from chaos.netns import Firewall, cut_pairs
 
 log = logging.getLogger(__name__)
 
-SEGMENT_BYTES: Final = 1 << 20  # small segments: rollover happens often, a torn tail is in a recent file
+SEGMENT_BYTES: Final = 1 << 20  # small segments: rollovers and boundary snapshots happen often
 CHECKPOINT_INTERVAL_MS: Final = 500
 
 
@@ -74,7 +74,8 @@ class Node:
 class Group:
     """A local broker group of ``n`` nodes under ``base`` (see the module docstring)."""
 
-    def __init__(self, base: Path, n: int, flush: str, *, distinct_hosts: bool, group: str = "chaos") -> None:
+    def __init__(self, base: Path, n: int, flush: str, *, distinct_hosts: bool, group: str = "chaos",
+                 segment_bytes: int = SEGMENT_BYTES, checkpoint_interval_ms: int = CHECKPOINT_INTERVAL_MS) -> None:
         self.base = base
         self.nodes: list[Node] = []
         for i in range(n):
@@ -85,8 +86,8 @@ class Group:
                                    f"{host}:{free_port(host)}", d / "data", d / "node.toml", d / "broker.log"))
         for node in self.nodes:
             lines = [f'node_id = "{node.id}"', f'group = "{group}"', f'data_dir = "{node.data_dir}"',
-                     f'flush = "{flush}"', f"segment_bytes = {SEGMENT_BYTES}",
-                     f"checkpoint_interval_ms = {CHECKPOINT_INTERVAL_MS}"]
+                     f'flush = "{flush}"', f"segment_bytes = {segment_bytes}",
+                     f"checkpoint_interval_ms = {checkpoint_interval_ms}"]
             for m in self.nodes:
                 lines += ["", f"[members.{m.id}]", f'http_url = "{m.http_url}"', f'raft_addr = "{m.raft_addr}"']
             node.config_path.write_text("\n".join(lines) + "\n")

@@ -33,7 +33,7 @@ from typing import Any, Mapping
 
 from chaos.checker import CheckResult, availability, check
 from chaos.history import CONVERGE, CRASH, FAIL, FAULT, OK, History, Op
-from chaos.nemesis import Group, Node
+from chaos.nemesis import SEGMENT_BYTES, Group, Node
 from chaos.netns import in_private_netns, partitions_possible
 from chaos.schedule import DEFAULT_FAULTS, LEADER_FAULTS, PlannedFault, pick, plan
 from chaos.workload import QUEUES, TOPIC, Workload, WorkloadConfig, create_topic
@@ -54,6 +54,7 @@ class RunConfig:
     schedule: str = "random"  # "random" (weighted draws) or "cycle" (in turn)
     nodes: int = 3
     flush: str = "async"
+    segment_bytes: int = SEGMENT_BYTES  # of the nodes' Raft log segments
     seed: int = 0
     workload: WorkloadConfig = field(default_factory=WorkloadConfig)
     base_dir: str | None = None  # nodes' configs, data and logs (default: a temporary directory)
@@ -74,6 +75,8 @@ class RunConfig:
             raise ValueError("duration_s: at least 10 seconds")
         if self.interval_s <= 0 or self.fault_s <= 0:
             raise ValueError("interval_s and fault_s: must be positive")
+        if self.segment_bytes < 4096:
+            raise ValueError("segment_bytes: at least 4096")
         if self.schedule not in ("random", "cycle"):
             raise ValueError("schedule: 'random' or 'cycle'")
 
@@ -126,7 +129,8 @@ class Run:
             mode=cfg.schedule, warmup_s=cfg.warmup_s)
         self.own_base = cfg.base_dir is None
         self.base = Path(cfg.base_dir) if cfg.base_dir else Path(tempfile.mkdtemp(prefix="raftmq-chaos-"))
-        self.group = Group(self.base, cfg.nodes, cfg.flush, distinct_hosts=self.can_partition)
+        self.group = Group(self.base, cfg.nodes, cfg.flush, distinct_hosts=self.can_partition,
+                           segment_bytes=cfg.segment_bytes)
         self.left_down: set[str] = set()
         self.last_fault = "-"
         self.injected = 0
