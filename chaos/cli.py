@@ -5,6 +5,7 @@ not be carried out, 130 interrupted)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 from typing import Any
@@ -97,7 +98,7 @@ def run_command(**opts: Any) -> None:
     except RunError as exc:
         click.echo(f"chaos: error: {exc}", err=True)
         raise SystemExit(2)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):  # Ctrl-C, or SIGTERM (which cancels the run)
         click.echo("chaos: interrupted; every node process was stopped", err=True)
         raise SystemExit(130)
     jpath, hpath = report.write(res, cfg.out_dir)

@@ -58,14 +58,18 @@ def run_in_private_netns(argv: list[str]) -> int:
     env = dict(os.environ, **{ENV: netns_id() or "?"})
     cmd = ["unshare", "--net", "--kill-child=TERM", "--", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *argv]
     proc = subprocess.Popen(cmd, env=env)
+    terminated = False
 
     def on_term(signum: int, frame: object) -> None:
+        nonlocal terminated
+        terminated = True
         proc.kill()  # unshare ignores SIGTERM while it waits; its death sends the child SIGTERM
 
     old_term = signal.signal(signal.SIGTERM, on_term)
     old_int = signal.signal(signal.SIGINT, signal.SIG_IGN)  # the child gets Ctrl-C itself and cleans up
     try:
-        return proc.wait()
+        rc = proc.wait()
+        return 128 + signal.SIGTERM if terminated else (128 - rc if rc < 0 else rc)
     finally:
         signal.signal(signal.SIGTERM, old_term)
         signal.signal(signal.SIGINT, old_int)

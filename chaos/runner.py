@@ -310,7 +310,9 @@ class Run:
         assert self.workload is not None
         if not self.workload.cfg.push_consumers:
             return
-        end = self.now() + self.cfg.consume_timeout_s
+        # After a majority lost its data the group's offsets are gone too: do not wait long.
+        timeout_s = min(self.cfg.consume_timeout_s, 10.0) if self.cfg.wipe_majority else self.cfg.consume_timeout_s
+        end = self.now() + timeout_s
         zero = 0
         while self.now() < end:
             lag = await self.workload.push_lag()
@@ -318,7 +320,7 @@ class Run:
             if zero >= 2:
                 return
             await asyncio.sleep(0.5)
-        log.warning("the push group did not catch up within %ss", self.cfg.consume_timeout_s)
+        log.warning("the push group did not catch up within %ss", timeout_s)
 
     # -- the run ------------------------------------------------------------------------------
     async def main(self) -> RunResult:
