@@ -92,6 +92,7 @@ class TransportConfig:
 
 
 C = TypeVar("C")
+MIN_ATTEMPT_S = 0.05  # loopback and LAN connects take far less; a doomed attempt is not worth starting
 
 
 def split_options(component: C, transport: TransportConfig | None, options: Mapping[str, Any]) -> tuple[C, TransportConfig]:
@@ -306,7 +307,10 @@ class Transport:
         avoid: str | None = None
         while True:
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            # An attempt with only a sliver of time left would be cut short
+            # mid-connect, and then nobody could tell whether it was sent: give
+            # up instead of making a doomed attempt look like an unknown outcome.
+            if remaining <= MIN_ATTEMPT_S:
                 what = "write" if write else "request"
                 raise Timeout(f"{method} {path}: no node answered the {what} within the deadline "
                               f"(last error: {last_error})", outcome_unknown=outcome_unknown and write,
