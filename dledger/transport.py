@@ -35,6 +35,7 @@ stream reader: frames are split straight out of each read's ``bytes``
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import random
 import socket
@@ -345,8 +346,17 @@ class PeerTransport:
         if self._state != "new":
             raise RuntimeError(f"transport of node {self.node_id} is {self._state}; create a new one")
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: _Inbound(self), self.listen[0], self.listen[1],
-                                                reuse_address=True)
+        for attempt in range(50):
+            try:
+                self._server = await loop.create_server(lambda: _Inbound(self), self.listen[0], self.listen[1],
+                                                        reuse_address=True)
+                break
+            except OSError as exc:
+                # A peer's dial can briefly self-connect on our port before we
+                # listen (it lets go at once): retry for a moment, then give up.
+                if exc.errno != errno.EADDRINUSE or attempt == 49:
+                    raise
+                await asyncio.sleep(0.02)
         self.listen_port = self._server.sockets[0].getsockname()[1]
         self._state = "running"
         for p in self._peers.values():
@@ -457,8 +467,16 @@ class PeerTransport:
             log.log(level, "node=%s peer=%s addr=%s:%d reason=%r: dial failed (attempt %d)", self.node_id, p.id,
                     p.addr[0], p.addr[1], str(exc) or type(exc).__name__, p.dial_failures)
             return None
-        p.dial_failures = 0
         assert conn.transport is not None
+        if conn.transport.get_extra_info("sockname") == conn.transport.get_extra_info("peername"):
+            # TCP self-connect: the peer is not listening and the kernel gave us
+            # its port as our ephemeral one. Holding it would keep the peer from
+            # binding its listener; let go at once and dial again later.
+            conn.transport.abort()
+            p.dial_failures += 1
+            log.debug("node=%s peer=%s self-connected to %s:%d; dropped", self.node_id, p.id, p.addr[0], p.addr[1])
+            return None
+        p.dial_failures = 0
         sock = conn.transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
