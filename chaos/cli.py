@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from chaos.netns import in_private_netns, partitions_possible, run_in_private_netns
+from chaos.netns import in_private_netns, loopback_up, partitions_possible, run_in_private_netns
 from chaos.schedule import DEFAULT_FAULTS, FAULTS, parse_mix
 from chaos.workload import WorkloadConfig
 
@@ -70,7 +70,9 @@ def run_command(**opts: Any) -> None:
         import random
 
         opts["seed"] = random.SystemRandom().randrange(1 << 31)
-    if mix.get("partition", 0) > 0 and not opts["wipe_majority"] and not in_private_netns():
+    if in_private_netns():
+        loopback_up()
+    elif mix.get("partition", 0) > 0 and not opts["wipe_majority"]:
         ok, why = partitions_possible()
         if ok:  # the whole run, clients included, goes into a network namespace of its own
             raise SystemExit(run_in_private_netns([sys.executable, "-m", "chaos", "run", *_argv(ctx, opts)]))

@@ -283,5 +283,26 @@ class Group:
             await asyncio.sleep(0.05)
         return None
 
+    async def caught_up(self, max_lag: int) -> bool:
+        """Every node runs, answers, and has applied to within ``max_lag`` entries
+        of the commit index of the leader (of the highest term)."""
+        hs = await self.healths()
+        if any(h is None for h in hs.values()):
+            return False
+        leaders = [h for h in hs.values() if h and h.get("role") == "leader"]
+        if not leaders:
+            return False
+        commit = int(max(leaders, key=lambda h: int(h.get("term") or 0)).get("commit_index") or 0)
+        return all(int(h.get("applied_index") or 0) >= commit - max_lag for h in hs.values() if h)
+
+    async def wait_caught_up(self, max_lag: int, timeout_s: float) -> bool:
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout_s
+        while loop.time() < end:
+            if await self.caught_up(max_lag):
+                return True
+            await asyncio.sleep(0.1)
+        return False
+
     async def close(self) -> None:
         await self._probe.close()

@@ -1,9 +1,9 @@
 """Network partitions for chaos runs, inside a network namespace of the run's own.
 
-Partitions need root, ``unshare`` (util-linux), ``ip`` (iproute2) and
-``iptables``. When they are asked for and possible, ``raftmq chaos run``
-re-executes itself as ``unshare --net``: a fresh network namespace with only
-a loopback interface, brought up before the run starts. Every node binds its
+Partitions need root, ``unshare`` (util-linux) and ``iptables``. When they
+are asked for and possible, ``raftmq chaos run`` re-executes itself as
+``unshare --net``: a fresh network namespace with only a loopback interface,
+which the run brings up first (``loopback_up``). Every node binds its
 own 127.0.0.x address (all of 127/8 is routed to ``lo``), and a partition is
 a set of ``iptables -A INPUT -s A -d B -j DROP`` rules between node
 addresses, in both directions. The run's clients stay on 127.0.0.1 and reach
@@ -15,14 +15,17 @@ run unless it is inside the namespace this module created.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import shutil
 import signal
+import socket
+import struct
 import subprocess
 from typing import Final, Iterable
 
 ENV: Final = "RAFTMQ_CHAOS_NETNS"  # set to the outer namespace's id when we re-execute ourselves
-TOOLS: Final = ("unshare", "ip", "iptables")
+TOOLS: Final = ("unshare", "iptables")
 
 
 def netns_id() -> str | None:
@@ -45,18 +48,18 @@ def partitions_possible() -> tuple[bool, str]:
         return False, "partitions need root (iptables inside a private network namespace); run as root to include them"
     missing = [t for t in TOOLS if shutil.which(t) is None]
     if missing:
-        return False, f"partitions need {', '.join(missing)} (apt-get install iptables iproute2 util-linux)"
+        return False, f"partitions need {', '.join(missing)} (apt-get install iptables util-linux)"
     return True, ""
 
 
 def run_in_private_netns(argv: list[str]) -> int:
-    """Run ``argv`` in a new network namespace with ``lo`` up; its exit status.
+    """Run ``argv`` in a new network namespace; its exit status.
 
     ``unshare --kill-child=TERM``: if we die, the child is told to stop (and
     cleans up its broker processes). A SIGTERM to us is passed on that way;
     Ctrl-C reaches the child directly (same process group)."""
     env = dict(os.environ, **{ENV: netns_id() or "?"})
-    cmd = ["unshare", "--net", "--kill-child=TERM", "--", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *argv]
+    cmd = ["unshare", "--net", "--kill-child=TERM", "--", *argv]
     proc = subprocess.Popen(cmd, env=env)
     terminated = False
 
@@ -73,6 +76,16 @@ def run_in_private_netns(argv: list[str]) -> int:
     finally:
         signal.signal(signal.SIGTERM, old_term)
         signal.signal(signal.SIGINT, old_int)
+
+
+def loopback_up() -> None:
+    """Bring ``lo`` up (a new network namespace starts with it down): the
+    SIOCSIFFLAGS ioctl that ``ip link set lo up`` makes."""
+    siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        flags = struct.unpack("16sh", fcntl.ioctl(s, siocgifflags, struct.pack("16sh", b"lo", 0)))[1]
+        if not flags & iff_up:
+            fcntl.ioctl(s, siocsifflags, struct.pack("16sh", b"lo", flags | iff_up))
 
 
 class Firewall:

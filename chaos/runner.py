@@ -41,6 +41,10 @@ from chaos.workload import QUEUES, TOPIC, Workload, WorkloadConfig, create_topic
 log = logging.getLogger(__name__)
 
 
+HEALTHY_LAG_ENTRIES = 500  # a node this close to the leader's commit index counts as caught up
+HEALTHY_WAIT_S = 15.0  # how long a leader fault waits for the group to be whole
+
+
 class RunError(Exception):
     """The run itself could not be carried out (not an anomaly of the group)."""
 
@@ -159,6 +163,14 @@ class Run:
     async def inject(self, pf: PlannedFault) -> None:
         g = self.group
         target: Node | None = None
+        healthy_after: float | None = None
+        if pf.fault in LEADER_FAULTS:
+            # A leader fault measures a failover: first let the group be whole (every node up and
+            # caught up; a node rejoining after a wipe cannot vote), so the time measured is one
+            # fault's. Faults on any node still land whatever state the group is in.
+            t = self.now()
+            if await g.wait_caught_up(HEALTHY_LAG_ENTRIES, HEALTHY_WAIT_S):
+                healthy_after = round(self.now() - t, 3)
         if pf.fault in LEADER_FAULTS or (pf.fault == "partition" and pf.shape == "isolate-leader"):
             target = await g.wait_leader(5.0)
             why = "no leader within 5 s"
@@ -170,6 +182,8 @@ class Run:
             self.h.event("nemesis", FAULT, FAIL, value=pf.fault, detail={"why": why, "planned_at": pf.at_s})
             return
         op = self.h.invoke("nemesis", FAULT, value=pf.fault, node=target.id, detail={"planned_at": pf.at_s})
+        if pf.fault in LEADER_FAULTS:
+            op.detail["group_whole_after_s"] = healthy_after  # type: ignore[index]  # None: not within the wait
         self.last_fault = f"{pf.fault}({target.id})"
         detail: dict[str, Any] = {}
         try:
