@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from chaos.checker import CheckResult, availability, check
-from chaos.history import CONVERGE, CRASH, FAIL, FAULT, OK, History, Op
+from chaos.history import CONVERGE, CRASH, FAIL, FAULT, OK, History
 from chaos.nemesis import SEGMENT_BYTES, Group, Node
 from chaos.netns import in_private_netns, partitions_possible
 from chaos.schedule import DEFAULT_FAULTS, LEADER_FAULTS, PlannedFault, pick, plan
@@ -104,10 +104,6 @@ class RunResult:
     def exit_code(self) -> int:
         return 0 if not self.reasons else 1
 
-    @property
-    def faults_injected(self) -> list[Op]:
-        return [o for o in self.history.of(FAULT) if o.outcome == OK]
-
 
 class Run:
     def __init__(self, cfg: RunConfig) -> None:
@@ -118,11 +114,8 @@ class Run:
         ok, why = partitions_possible()
         wants = cfg.faults.get("partition", 0) > 0
         self.can_partition = wants and ok and in_private_netns()
-        if not wants:
-            skipped = None
-        elif self.can_partition:
-            skipped = None
-        else:
+        skipped = None
+        if wants and not self.can_partition:
             skipped = why or "partitions need the run inside its own network namespace (raftmq chaos run does that)"
         self.partitions = {"asked": wants, "included": self.can_partition, "skipped": skipped}
         mix = dict(cfg.faults)
@@ -139,7 +132,6 @@ class Run:
         self.last_fault = "-"
         self.injected = 0
         self.workload: Workload | None = None
-        self._partitioned = False
 
     # -- helpers ----------------------------------------------------------------------
     def now(self) -> float:
@@ -204,14 +196,12 @@ class Run:
                 groups = self._partition_groups(pf, target)
                 detail["shape"] = pf.shape
                 detail["sides"] = [[n.id for n in grp] for grp in groups]
-                self._partitioned = True
                 detail["cut"] = await g.partition(groups)
                 op.invoke = self.now()  # in effect once every rule is in (a few ms of iptables calls)
                 op.node = ",".join(sorted({n.id for grp in groups for n in grp} if pf.shape != "isolate-leader"
                                           else {target.id}))
                 await asyncio.sleep(pf.duration_s)
                 await g.heal_network()
-                self._partitioned = False
             else:
                 raise RunError(f"unknown fault {pf.fault}")
         except asyncio.CancelledError:
@@ -288,7 +278,6 @@ class Run:
     async def heal_all(self) -> None:
         g = self.group
         await g.heal_network()
-        self._partitioned = False
         for n in g.nodes:
             g.resume(n)
             if not n.alive() and n.id not in self.left_down:
