@@ -38,7 +38,7 @@ import signal
 import struct
 import sys
 import zlib
-from typing import Any, Callable, Final
+from typing import Any, Callable, Final, cast
 
 import msgpack
 
@@ -184,8 +184,7 @@ class _ClientConnection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         self._writer = _BatchedWriter(transport, asyncio.get_running_loop())
         self._server.connections.add(self)
 
@@ -433,8 +432,7 @@ class KvClient:
         transport, _ = await asyncio.wait_for(
             loop.create_connection(lambda: _ClientProtocol(self), host, port), timeout_s
         )
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         self._writer = _BatchedWriter(transport, loop)
         self._closed_exc = None
         return self

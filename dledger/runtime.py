@@ -227,6 +227,7 @@ class DLedger:
                 os.fsync(fd)
             finally:
                 os.close(fd)
+        self._marker_present = recovering  # known in memory: no stat per Ready
         if recovering:
             log.warning("node=%s rejoining with lost data: no votes until caught up with a leader", config.node_id)
         self.core = RaftCore(config.core_config(), self.store, hard_state, applied_index=applied,
@@ -513,6 +514,7 @@ class DLedger:
                         # fdatasync) instead of following it.
                         for m in messages:
                             send(m)
+                        self._transport.flush()
                         messages = ()
                     if rd.hard_state is not None:
                         await loop.run_in_executor(None, self._hs_store.save, rd.hard_state)
@@ -521,6 +523,7 @@ class DLedger:
                         self.store.flush()  # sync policy: one fdatasync, on the loop (module docstring)
                     for m in messages:
                         send(m)
+                    self._transport.flush()
                     if rd.committed:
                         self._apply(rd.committed)
                     core.advance(rd)
@@ -572,8 +575,9 @@ class DLedger:
                         fut.set_exception(ProposalDropped(f"entry {e.index} was overwritten by term {e.term}"))
 
     def _after_advance(self) -> None:
-        if not self.core.recovering and self._recovering_marker.exists():
-            self._recovering_marker.unlink()
+        if self._marker_present and not self.core.recovering:
+            self._recovering_marker.unlink(missing_ok=True)
+            self._marker_present = False
         is_leader = self.core.role is Role.LEADER
         if self._was_leader and not is_leader:
             self._fail_pending(LeadershipLost("leadership lost while the proposal was in flight; outcome unknown"))

@@ -41,7 +41,7 @@ import random
 import socket
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable, Final
+from typing import Callable, Final, cast
 
 from dledger import codec
 from dledger.core.messages import Message
@@ -161,8 +161,7 @@ class _Outbound(asyncio.Protocol):
         self._resumed: asyncio.Future[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def data_received(self, data: bytes) -> None:
         log.warning("%s reason='peer wrote on our outgoing connection': closing it", self._label)
@@ -173,6 +172,10 @@ class _Outbound(asyncio.Protocol):
         self.closed = True
         self._wake.set()
         self._release()
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
 
     def pause_writing(self) -> None:
         self._paused = True
@@ -209,8 +212,7 @@ class _Inbound(asyncio.Protocol):
         self._hello_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         peername = transport.get_extra_info("peername")
         if isinstance(peername, tuple) and len(peername) >= 2:
             self._addr = f"{peername[0]}:{peername[1]}"
@@ -337,6 +339,7 @@ class PeerTransport:
         self._hello_frame = codec.frame(codec.encode_hello(node_id, cluster))
         self._server: asyncio.Server | None = None
         self._inbound: set[_Inbound] = set()
+        self._dirty: set[_Peer] = set()  # peers with messages queued since the last flush
         self._state = "new"  # -> "running" -> "stopped"
 
     # -- lifecycle ------------------------------------------------------------------
@@ -401,7 +404,29 @@ class PeerTransport:
             p.dropped += 1
             return
         q.append(msg)
-        p.wake.set()
+        dirty = self._dirty
+        if not dirty:
+            asyncio.get_running_loop().call_soon(self.flush)  # for callers that do not flush
+        dirty.add(p)
+
+    def flush(self) -> None:
+        """Write what ``send`` queued now, straight from the caller, where the
+        connection is up and not pushing back; else leave it to the peer's writer
+        task. The runtime calls this after each Ready's messages: one write per
+        peer per Ready, and no event loop iteration between Raft and the socket."""
+        dirty = self._dirty
+        while dirty:
+            p = dirty.pop()
+            conn = p.conn
+            if conn is None or conn.closed or conn.paused or conn.transport is None:
+                p.wake.set()  # the writer dials, waits for the socket, or drops
+                continue
+            parts, count = self._encode_batch(p)
+            if parts:
+                conn.transport.writelines(parts)
+                p.sent += count
+            if p.queue:
+                p.wake.set()  # more than a batch: the writer goes on, minding pushback
 
     def connected(self, peer_id: str) -> bool:
         """Whether our outgoing connection to ``peer_id`` is established."""
@@ -459,15 +484,16 @@ class PeerTransport:
             async with asyncio.timeout(self.config.connect_timeout_ms / 1000):
                 # Dial from our own listen address: peers (and a test's packet
                 # filter) then see which node a connection comes from.
-                _, conn = await loop.create_connection(lambda: _Outbound(p.wake, label), p.addr[0], p.addr[1],
-                                                       local_addr=(self.listen[0], 0))
+                tr, conn = await loop.create_connection(lambda: _Outbound(p.wake, label), p.addr[0], p.addr[1],
+                                                        local_addr=(self.listen[0], 0))
         except (OSError, TimeoutError) as exc:
             p.dial_failures += 1
             level = logging.INFO if p.dial_failures == 1 else logging.DEBUG
             log.log(level, "node=%s peer=%s addr=%s:%d reason=%r: dial failed (attempt %d)", self.node_id, p.id,
                     p.addr[0], p.addr[1], str(exc) or type(exc).__name__, p.dial_failures)
             return None
-        assert conn.transport is not None
+        # uvloop calls connection_made on the next loop iteration; the transport is ours already.
+        conn.transport = tr
         if conn.transport.get_extra_info("sockname") == conn.transport.get_extra_info("peername"):
             # TCP self-connect: the peer is not listening and the kernel gave us
             # its port as our ephemeral one. Holding it would keep the peer from
