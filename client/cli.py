@@ -91,20 +91,19 @@ def _bench_targets(servers: tuple[str, ...], flush: str) -> list[tuple[str, list
 def bench_produce(servers: tuple[str, ...], flush: str, batch: str, producers: str, duration: float,
                   message_bytes: int, topic: str, per_message: bool, outstanding: int, as_json: bool) -> None:
     """Produce throughput and latency over the HTTP API (msgpack)."""
-    import asyncio
-
     from client import bench as b
+    from client.loop import run as run_loop
 
     batches, clients = _ints(batch, "--batch"), _ints(producers, "--producers")
 
     def run(urls: list[str], label: str) -> None:
         if per_message:
-            b.emit(asyncio.run(b.produce_per_message(urls, topic, 8, outstanding, duration, message_bytes, label)),
+            b.emit(run_loop(b.produce_per_message(urls, topic, 8, outstanding, duration, message_bytes, label)),
                    as_json)
             return
         for n in batches:
             for c in clients:
-                b.emit(asyncio.run(b.produce(urls, topic, 8, n, c, duration, message_bytes, label)), as_json)
+                b.emit(run_loop(b.produce(urls, topic, 8, n, c, duration, message_bytes, label)), as_json)
 
     for label, urls in _bench_targets(servers, flush):
         try:
@@ -127,13 +126,12 @@ def bench_produce(servers: tuple[str, ...], flush: str, batch: str, producers: s
 def bench_consume(servers: tuple[str, ...], flush: str, messages: int, queues: int, message_bytes: int,
                   topic: str, as_json: bool) -> None:
     """Fill a topic, then time reading it all back (one reader per queue, 1024 per pull)."""
-    import asyncio
-
     from client import bench as b
+    from client.loop import run as run_loop
 
     for label, urls in _bench_targets(servers, flush):
         def run(u: list[str], label: str = label) -> None:
-            b.emit(asyncio.run(b.consume(u, topic, queues, messages, message_bytes, label, queues)), as_json)
+            b.emit(run_loop(b.consume(u, topic, queues, messages, message_bytes, label, queues)), as_json)
 
         try:
             if urls is None:

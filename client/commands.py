@@ -41,6 +41,7 @@ from client.cluster import STATE_FILE
 from client.consumer import PullConsumer, PullResult, ReceivedMessage
 from client.errors import NoLeader, NotLeader, RaftMQError, Timeout, Unavailable
 from client.http import normalize_url
+from client.loop import run as run_loop
 from client.producer import Producer, SendResult
 
 T = TypeVar("T")
@@ -227,7 +228,7 @@ def run(make: Callable[[], Awaitable[T]], servers: Servers, timeout_s: float) ->
     """Run one command's coroutine; expected failures become one line on stderr
     and an exit code (click's own usage errors pass through to click)."""
     try:
-        return asyncio.run(make())  # type: ignore[arg-type]
+        return run_loop(make())  # type: ignore[arg-type]
     except (RaftMQError, CommandFailed, OSError) as exc:
         if isinstance(exc, BrokenPipeError):
             _quiet_stdout()

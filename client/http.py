@@ -57,6 +57,7 @@ from client.errors import (
     Unavailable,
     from_response,
 )
+from client.loop import new_event_loop
 
 log = logging.getLogger(__name__)
 
@@ -424,7 +425,7 @@ class LoopThread:
     coroutines create live on that one loop, so they may be reused across calls."""
 
     def __init__(self, name: str = "raftmq-client") -> None:
-        self.loop = asyncio.new_event_loop()
+        self.loop = new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
         self._thread.start()

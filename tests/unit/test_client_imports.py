@@ -1,5 +1,5 @@
-"""The client speaks HTTP only: it may import aiohttp, msgpack, click, the
-standard library and itself, never ``broker`` or ``dledger`` (ARCHITECTURE.md)."""
+"""The client speaks HTTP only: it may import aiohttp, msgpack, click, uvloop
+(its event loop, where installed), the standard library and itself, never ``broker`` or ``dledger`` (ARCHITECTURE.md)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 CLIENT = Path(__file__).resolve().parents[2] / "client"
-ALLOWED = {"aiohttp", "msgpack", "click", "yarl", "multidict", "client"} | set(sys.stdlib_module_names) | {"__future__"}
+ALLOWED = {"aiohttp", "msgpack", "click", "yarl", "multidict", "uvloop", "client"} | set(sys.stdlib_module_names) | {"__future__"}
 
 
 def imported_roots(path: Path) -> set[str]:
@@ -22,7 +22,7 @@ def imported_roots(path: Path) -> set[str]:
 
 
 # The library modules; the command line (cli.py, cluster.py) starts other programs and is checked on its own.
-LIBRARY = ("__init__.py", "errors.py", "http.py", "producer.py", "consumer.py", "admin.py")
+LIBRARY = ("__init__.py", "errors.py", "http.py", "loop.py", "producer.py", "consumer.py", "admin.py")
 
 
 def test_client_library_imports_only_http_libraries_and_the_stdlib() -> None:

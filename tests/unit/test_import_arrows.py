@@ -20,8 +20,8 @@ STDLIB = set(sys.stdlib_module_names)
 
 ALLOWED = {
     "dledger": {"msgpack", "dledger"},
-    "broker": {"msgpack", "aiohttp", "broker", "dledger"},
-    "client": {"msgpack", "aiohttp", "click", "client"},
+    "broker": {"msgpack", "aiohttp", "uvloop", "broker", "dledger"},
+    "client": {"msgpack", "aiohttp", "uvloop", "click", "client"},
     "chaos": {"client", "chaos", "matplotlib", "click"},  # click: its command line
 }
 # The benchmark's baseline node runs the library we compare with.
