@@ -141,6 +141,52 @@ async def test_large_append_entries_arrive_intact(net: Net) -> None:
     assert [m for m in net.got["n2"] if isinstance(m, AppendEntries)] == [big, big, big]
 
 
+async def test_flush_writes_queued_messages_at_once_without_the_writer_task(net: Net) -> None:
+    await net.start("n2")
+    t1 = await net.start("n1")
+    await deliver(net, "n1", "n2")
+    before = t1.stats()["n2"]["sent"]
+    t1.send(msg("n1", "n2", 7))
+    t1.send(msg("n1", "n2", 8))
+    assert t1.stats()["n2"]["queued"] == 2
+    t1.flush()  # no await: written to the socket by this call
+    assert t1.stats()["n2"] == t1.stats()["n2"] | {"sent": before + 2, "queued": 0}
+    await until(lambda: [m.term for m in net.got["n2"]][-2:] == [7, 8], what="both flushed messages")
+
+
+async def test_sends_without_a_flush_still_go_out_in_order(net: Net) -> None:
+    """A caller that never calls ``flush`` (the runtime always does) is flushed on the next loop turn."""
+    await net.start("n2")
+    t1 = await net.start("n1")
+    await deliver(net, "n1", "n2")
+    net.got["n2"].clear()
+    for k in range(100):
+        t1.send(msg("n1", "n2", k))
+    await until(lambda: len(net.got["n2"]) == 100, what="100 unflushed messages")
+    assert [m.term for m in net.got["n2"]] == list(range(100))
+
+
+async def test_flush_leaves_a_pushed_back_connection_to_the_writer_and_keeps_order(net: Net) -> None:
+    """Bursts far over the socket's buffer: flush writes while the connection takes it, then the writer
+    task goes on minding pushback; nothing is lost or reordered."""
+    await net.start("n2")
+    cfg = TransportConfig(write_batch_bytes=64 * 1024, send_queue_frames=100_000)
+    t1 = await net.start("n1", cfg)
+    await deliver(net, "n1", "n2")
+    net.got["n2"].clear()
+    body = b"x" * 8192
+    n = 0
+    for burst in range(20):
+        for _ in range(200):
+            n += 1
+            t1.send(AppendEntries(1, NodeId("n1"), NodeId("n2"), n, 1, (Entry(1, n + 1, body),), 0))
+        t1.flush()
+        await asyncio.sleep(0)
+    await until(lambda: len(net.got["n2"]) == n, 20, f"{n} AppendEntries")
+    assert [m.prev_log_index for m in net.got["n2"]] == list(range(1, n + 1))
+    assert t1.stats()["n2"]["dropped"] == 0
+
+
 async def test_a_peer_that_starts_late_receives_after_the_sender_reconnects(net: Net) -> None:
     await net.start("n1")
     net.t["n1"].send(msg("n1", "n2", 0))
