@@ -49,7 +49,7 @@ from broker.message import (
     sharding_queue,
     tag_hash,
 )
-from broker.statemachine import BrokerState
+from broker.statemachine import BrokerState, expand
 from dledger import DLedger, LeadershipLost, NodeConfig, NodeStopped, NotLeader, ProposalDropped, StateAheadOfLog
 
 log = logging.getLogger(__name__)
@@ -320,12 +320,13 @@ class Broker:
         else:
             results = await asyncio.gather(*coros, return_exceptions=True)
         out: list[dict[str, Any] | None] = [None] * len(messages)
+        group = self.config.group
         for (q, idxs), res in zip(parts, results):
             if isinstance(res, BaseException):
                 raise res
             if not res:
                 raise Unavailable("the topic or queue vanished while the write was in flight")
-            for i, (msg_id, queue_id, qoff) in zip(idxs, res):
+            for i, (msg_id, queue_id, qoff) in zip(idxs, expand(group, res)):
                 out[i] = {"msg_id": msg_id, "queue_id": queue_id, "queue_offset": qoff}
         return out  # type: ignore[return-value]
 

@@ -27,7 +27,7 @@ import msgpack
 
 from broker import commands
 from broker.commands import CommitOffset, CreateTopic, Noop, Produce, UpdateTopic
-from broker.message import format_msg_id, record_sizes
+from broker.message import format_msg_id, parse_msg_id, record_sizes
 from broker.store.consume_queue import ConsumeQueueStore
 from broker.store.index_file import IndexStore
 
@@ -36,7 +36,26 @@ log = logging.getLogger(__name__)
 DEDUP_PER_PRODUCER = 128  # recent requests remembered per producer id
 DEDUP_PRODUCERS = 10_000  # producer ids remembered (least recently used evicted)
 
-ProduceResult = list[tuple[str, int, int]]  # (msg_id, queue_id, queue_offset) per message
+# What a stored produce command yields: (queue_id, queue offset of its first
+# message, physical offset of each message). Compact on purpose: every replica
+# computes it and remembers it for dedup (and checkpoints it every second), and
+# only the leader turns it into message ids, once, for the answer (``expand``).
+ProduceResult = tuple[int, int, list[int]]
+
+
+def expand(group: str, result: ProduceResult) -> list[tuple[str, int, int]]:
+    """(msg_id, queue_id, queue_offset) per message of a produce result."""
+    q, first, positions = result
+    return [(format_msg_id(group, pos), q, first + i) for i, pos in enumerate(positions)]
+
+
+def _load_result(r: Any) -> ProduceResult:
+    """A remembered result from a checkpoint or snapshot; checkpoints written
+    before results were compact hold [[msg_id, queue_id, queue_offset], ...]."""
+    if r and isinstance(r[0], list):
+        return (r[0][1], r[0][2], [parse_msg_id(m[0])[1] for m in r])
+    q, first, positions = r
+    return (q, first, positions)
 
 
 class ApplyListener:
@@ -94,7 +113,7 @@ class BrokerState:
         assert isinstance(cmd, Noop)
         return None
 
-    def _apply_produce(self, index: int, payload: bytes, cmd: Produce) -> ProduceResult:
+    def _apply_produce(self, index: int, payload: bytes, cmd: Produce) -> ProduceResult | None:
         if cmd.producer_id is not None and cmd.sequence is not None:
             seen = self.dedup.get(cmd.producer_id)
             if seen is not None:
@@ -105,16 +124,16 @@ class BrokerState:
             # Checked by the leader before proposing; a topic cannot vanish, so
             # this is only reachable through a bug. Refuse deterministically.
             log.error("index=%d produce to unknown topic/queue %s/%d ignored", index, cmd.topic, cmd.queue_id)
-            return []
+            return None
         if not self.time_marks or cmd.store_ts_ms >= self.time_marks[-1][0] + self.mark_interval_ms:
             self.time_marks.append((cmd.store_ts_ms, index))
         base = self._position_of(index) + len(payload) - len(cmd.records)
         sizes = record_sizes(cmd.records)
         cq = self.cq.queue(cmd.topic, cmd.queue_id)
         hashes = cmd.tag_hashes
-        first = cq.append_batch([(base + off, size, hashes[i]) for i, (off, size) in enumerate(sizes)])
-        group = self.group
-        results = [(format_msg_id(group, base + off), cmd.queue_id, first + i) for i, (off, _) in enumerate(sizes)]
+        positions = [base + off for off, _ in sizes]
+        first = cq.append_batch([(pos, size, hashes[i]) for i, (pos, (_, size)) in enumerate(zip(positions, sizes))])
+        results = (cmd.queue_id, first, positions)
         keyed = [
             (key, base + off, size, cmd.store_ts_ms)
             for (off, size), keys in zip(sizes, cmd.keys)
@@ -164,7 +183,7 @@ class BrokerState:
         self.topics = dict(doc["topics"])
         self.offsets = {(g, t, q): o for g, t, q, o in doc["offsets"]}
         self.dedup = OrderedDict(
-            (p, OrderedDict(((s, part), [tuple(x) for x in r]) for s, part, r in seen)) for p, seen in doc["dedup"]
+            (p, OrderedDict(((s, part), _load_result(r)) for s, part, r in seen)) for p, seen in doc["dedup"]
         )
 
     def checkpoint(self) -> None:

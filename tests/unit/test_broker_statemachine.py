@@ -5,10 +5,12 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import msgpack
+
 from broker import commands
 from broker.commands import CommitOffset, CreateTopic, Produce
-from broker.message import Message, encode_records, tag_hash
-from broker.statemachine import BrokerState
+from broker.message import Message, encode_records, format_msg_id, tag_hash
+from broker.statemachine import BrokerState, expand
 
 
 def produce(topic: str, q: int, bodies: list[bytes], pid: str | None = None, seq: int | None = None,
@@ -105,3 +107,33 @@ def test_wipe_forgets_everything(tmp_path: Path) -> None:
     assert st.topics == {} and st.applied_index == 0
     st2 = BrokerState(tmp_path, "g1", Positions(entries))
     assert st2.load_checkpoint() == 0
+
+
+def test_a_produce_result_is_compact_and_expands_to_ids_at_the_records_positions(tmp_path: Path) -> None:
+    entries = log_of()
+    pos = Positions(entries)
+    st = BrokerState(tmp_path, "g1", pos)
+    results = apply_all(st, entries)
+    q, first, positions = results[3]  # entry 4: the third produce, queue 0, three messages
+    assert (q, first) == (0, 3) and len(positions) == 3
+    body_end = pos(4) + len(entries[3])
+    assert pos(4) < positions[0] < positions[1] < positions[2] < body_end
+    assert expand("g1", results[3]) == [(format_msg_id("g1", p), 0, 3 + i) for i, p in enumerate(positions)]
+
+
+def test_a_checkpoint_holding_results_in_the_long_form_loads_to_the_same_dedup(tmp_path: Path) -> None:
+    """Checkpoints written before results were compact held every message's id."""
+    entries = log_of()
+    pos = Positions(entries)
+    st = BrokerState(tmp_path, "g1", pos)
+    apply_all(st, entries)
+    st.checkpoint()
+    path = tmp_path / "broker" / "checkpoint"
+    doc = msgpack.unpackb(path.read_bytes(), raw=False, strict_map_key=False)
+    doc["dedup"] = [[p, [[s, part, [list(x) for x in expand("g1", tuple(r))]] for s, part, r in seen]]
+                    for p, seen in doc["dedup"]]
+    path.write_bytes(msgpack.packb(doc, use_bin_type=True))
+    st.close()
+    again = BrokerState(tmp_path, "g1", pos)
+    assert again.load_checkpoint() == len(entries)
+    assert again.dedup == st.dedup and len(again.dedup["p"]) == 30
