@@ -1,5 +1,8 @@
 """``raftmq bench produce`` and ``raftmq bench consume``: HTTP API throughput and
 latency against a broker group, with msgpack on the wire as the client uses.
+``produce`` drives the API with a minimal HTTP/1.1 load generator
+(``RawConnection``, as wrk does), so that it measures the broker;
+``produce --per-message`` measures the Python client's ``Producer``.
 
 Without ``--server`` a local 3-node group is started in a temporary
 directory (``raftmq cluster up --detach``) with the given ``--flush`` policy,
@@ -14,11 +17,13 @@ import asyncio
 import json
 import os
 import shutil
+import socket
 import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 import msgpack
@@ -75,6 +80,57 @@ async def _post(session: aiohttp.ClientSession, url: str, body: dict[str, Any]) 
         return payload
 
 
+class RawConnection:
+    """A minimal HTTP/1.1 keep-alive client for the load generator, as wrk is:
+    one request at a time on one connection, ``Content-Length`` bodies only.
+    The figures then measure the broker rather than an HTTP client library
+    (aiohttp's client adds about 0.1 ms per request here); ``--per-message``
+    measures the client library itself."""
+
+    def __init__(self, url: str) -> None:
+        u = urlsplit(url)
+        if u.scheme != "http" or not u.hostname:
+            raise ValueError(f"{url}: the load generator speaks plain http://host:port only")
+        self.host, self.port = u.hostname, u.port or 80
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def __aenter__(self) -> "RawConnection":
+        self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+        sock = self._writer.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._writer is not None:
+            self._writer.close()
+
+    @staticmethod
+    def request(method: str, path: str, body: bytes) -> bytes:
+        """The bytes of one msgpack request (build once, send many times)."""
+        return (f"{method} {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: {MSGPACK}\r\nAccept: {MSGPACK}\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n").encode("ascii") + body
+
+    async def send(self, request: bytes) -> tuple[int, bytes]:
+        """Send one prepared request; (status, body) of its response."""
+        assert self._reader is not None and self._writer is not None, "use 'async with'"
+        self._writer.write(request)
+        head = await self._reader.readuntil(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        status = int(lines[0].split(b" ", 2)[1])
+        length = None
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+            elif name.strip().lower() == b"transfer-encoding":
+                raise RuntimeError("the load generator reads Content-Length responses only")
+        if length is None:
+            raise RuntimeError(f"response without Content-Length: {lines[0]!r}")
+        return status, await self._reader.readexactly(length)
+
+
 async def ensure_topic(session: aiohttp.ClientSession, leader: str, topic: str, queues: int) -> None:
     async with session.post(leader + "/v1/topics", json={"name": topic, "queues": queues}) as r:
         if r.status not in (200, 409):
@@ -83,32 +139,34 @@ async def ensure_topic(session: aiohttp.ClientSession, leader: str, topic: str, 
 
 async def produce(urls: list[str], topic: str, queues: int, batch: int, producers: int, duration_s: float,
                   message_bytes: int, flush: str) -> Result:
-    conn = aiohttp.TCPConnector(limit=producers + 4)
-    async with aiohttp.ClientSession(connector=conn) as session:
+    async with aiohttp.ClientSession() as session:
         leader = await _leader(session, urls)
         await ensure_topic(session, leader, topic, queues)
-        url = f"{leader}/v1/topics/{topic}/messages"
-        body = os.urandom(message_bytes // 2).hex().encode()[:message_bytes]
-        req = {"messages": [{"body": body} for _ in range(batch)]}
-        lat: list[float] = []
-        count = 0
-        stop_at = time.monotonic() + duration_s
-        warm_until = time.monotonic() + min(1.0, duration_s / 5)
+    body = os.urandom(message_bytes // 2).hex().encode()[:message_bytes]
+    req = RawConnection.request("POST", f"/v1/topics/{quote(topic, safe='')}/messages",
+                                msgpack.packb({"messages": [{"body": body} for _ in range(batch)]}))
+    lat: list[float] = []
+    count = 0
+    stop_at = time.monotonic() + duration_s
+    warm_until = time.monotonic() + min(1.0, duration_s / 5)
 
-        async def worker() -> None:
-            nonlocal count
+    async def worker() -> None:
+        nonlocal count
+        async with RawConnection(leader) as conn:
             while True:
                 t0 = time.monotonic()
                 if t0 >= stop_at:
                     return
-                await _post(session, url, req)
+                status, answer = await conn.send(req)
                 t1 = time.monotonic()
+                if status != 200:
+                    raise RuntimeError(f"{leader}: {status} {msgpack.unpackb(answer, raw=False)}")
                 if t0 >= warm_until:
                     lat.append(t1 - t0)
                     count += batch
 
-        await asyncio.gather(*(worker() for _ in range(producers)))
-        seconds = duration_s - (warm_until - (stop_at - duration_s))
+    await asyncio.gather(*(worker() for _ in range(producers)))
+    seconds = duration_s - (warm_until - (stop_at - duration_s))
     rate = count / seconds
     return Result("produce", flush, batch, producers, count, round(seconds, 2), round(rate),
                   round(rate * message_bytes / 1e6, 1), _pct(lat, 0.5), _pct(lat, 0.99))
