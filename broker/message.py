@@ -319,6 +319,14 @@ def format_msg_id(group: str, phys_offset: int) -> str:
     return f"{group}-{phys_offset:016X}"
 
 
+def format_msg_ids(group: str, positions: list[int]) -> list[str]:
+    """``format_msg_id`` for many offsets of one group (checked once, not per id)."""
+    if positions:
+        format_msg_id(group, min(positions)), format_msg_id(group, max(positions))
+    prefix = group + "-"
+    return [f"{prefix}{pos:016X}" for pos in positions]
+
+
 def parse_msg_id(s: str) -> tuple[str, int]:
     """Split a message id into ``(group, physical offset)``; ValueError if it is
     not ``<group>-<16 hex digits>``. Groups may contain '-': the last one splits."""

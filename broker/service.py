@@ -336,7 +336,8 @@ class Broker:
         records = encode_batch(topic, q, now, producer_id, sequence,
                                [(m.body, m.tags, m.keys, m.properties, m.born_ts_ms or now) for m in msgs])
         return Produce(topic, q, now, producer_id, sequence, part,
-                       [tag_hash(m.tags) if m.tags else 0 for m in msgs], [list(m.keys) for m in msgs], records)
+                       [tag_hash(m.tags) if m.tags else 0 for m in msgs],
+                       [list(m.keys) if m.keys else _NO_KEYS for m in msgs], records)
 
     # ------------------------------------------------------------------
     # consume
@@ -582,6 +583,9 @@ class Broker:
             })
         return {"group": self.config.group, "leader_id": st["leader_id"], "leader_url": self.leader_url(),
                 "term": st["term"], "members": members}
+
+
+_NO_KEYS: list[str] = []  # shared by every message without keys (only ever encoded, never changed)
 
 
 async def _done(value: Any) -> Any:

@@ -27,7 +27,7 @@ import msgpack
 
 from broker import commands
 from broker.commands import CommitOffset, CreateTopic, Noop, Produce, UpdateTopic
-from broker.message import format_msg_id, parse_msg_id, record_sizes
+from broker.message import format_msg_ids, parse_msg_id, record_sizes
 from broker.store.consume_queue import ConsumeQueueStore
 from broker.store.index_file import IndexStore
 
@@ -46,7 +46,7 @@ ProduceResult = tuple[int, int, list[int]]
 def expand(group: str, result: ProduceResult) -> list[tuple[str, int, int]]:
     """(msg_id, queue_id, queue_offset) per message of a produce result."""
     q, first, positions = result
-    return [(format_msg_id(group, pos), q, first + i) for i, pos in enumerate(positions)]
+    return [(msg_id, q, first + i) for i, msg_id in enumerate(format_msg_ids(group, positions))]
 
 
 def _load_result(r: Any) -> ProduceResult:

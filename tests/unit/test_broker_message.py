@@ -22,6 +22,7 @@ from broker.message import (
     decode_record,
     encode_records,
     format_msg_id,
+    format_msg_ids,
     iter_records,
     parse_msg_id,
     record_sizes,
@@ -229,6 +230,17 @@ def test_hashes_are_identical_in_another_process_with_another_hash_seed() -> Non
 def test_msg_id_round_trips(group: str, phys: int) -> None:
     s = format_msg_id(group, phys)
     assert parse_msg_id(s) == (group, phys)
+
+
+@given(st.from_regex(r"[A-Za-z0-9_-]{1,64}", fullmatch=True), st.lists(st.integers(0, 2**64 - 1), max_size=20))
+def test_format_msg_ids_is_format_msg_id_for_each(group: str, positions: list[int]) -> None:
+    assert format_msg_ids(group, positions) == [format_msg_id(group, p) for p in positions]
+
+
+@pytest.mark.parametrize("group, positions", [("", [0]), ("g", [5, -1]), ("g", [2**64, 3])])
+def test_format_msg_ids_rejects_bad_input(group: str, positions: list[int]) -> None:
+    with pytest.raises(ValueError):
+        format_msg_ids(group, positions)
 
 
 def test_msg_id_format_is_group_dash_16_hex_digits() -> None:
