@@ -4,6 +4,7 @@ process it started; tests wait on observed conditions with deadlines."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -15,7 +16,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -166,3 +167,16 @@ class BrokerGroup:
     def followers(self) -> list[BrokerNode]:
         lead = self.leader()
         return [n for n in self.nodes if n.id != lead.id]
+
+
+@contextlib.contextmanager
+def running_group(base_dir: Path, **kw: Any) -> Iterator[BrokerGroup]:
+    """A started group with a leader elected; every process it started is
+    stopped on the way out, whether the test passed or failed."""
+    g = BrokerGroup(base_dir, **kw)
+    try:
+        g.start()
+        g.leader()
+        yield g
+    finally:
+        g.stop()

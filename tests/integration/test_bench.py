@@ -12,20 +12,15 @@ import msgpack
 import pytest
 
 from client import bench
-from tests.integration.broker_group import BrokerGroup, http
+from tests.integration.broker_group import BrokerGroup, http, running_group
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 
 @pytest.fixture
 def group(tmp_path: Path) -> Iterator[BrokerGroup]:
-    g = BrokerGroup(tmp_path)
-    try:
-        g.start()
-        g.leader()
+    with running_group(tmp_path) as g:
         yield g
-    finally:
-        g.stop()
 
 
 def stored(g: BrokerGroup, topic: str) -> int:

@@ -11,7 +11,7 @@ from typing import Any, Iterator
 import msgpack
 import pytest
 
-from tests.integration.broker_group import BrokerGroup, http
+from tests.integration.broker_group import BrokerGroup, http, running_group
 
 pytestmark = pytest.mark.integration
 
@@ -20,13 +20,8 @@ LIMITS = {"limits": {"max_message_bytes": 4096, "max_batch_messages": 64, "max_r
 
 @pytest.fixture(scope="module")
 def group(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerGroup]:
-    g = BrokerGroup(tmp_path_factory.mktemp("api"), extra=LIMITS)
-    try:
-        g.start()
-        g.leader()
+    with running_group(tmp_path_factory.mktemp("api"), extra=LIMITS) as g:
         yield g
-    finally:
-        g.stop()
 
 
 @pytest.fixture(scope="module")

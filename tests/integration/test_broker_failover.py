@@ -13,20 +13,15 @@ from typing import Any, Iterator
 
 import pytest
 
-from tests.integration.broker_group import BrokerGroup, http
+from tests.integration.broker_group import BrokerGroup, http, running_group
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 def group(tmp_path: Path) -> Iterator[BrokerGroup]:
-    g = BrokerGroup(tmp_path, extra={"checkpoint_interval_ms": 200})
-    try:
-        g.start()
-        g.leader()
+    with running_group(tmp_path, extra={"checkpoint_interval_ms": 200}) as g:
         yield g
-    finally:
-        g.stop()
 
 
 class Producer:

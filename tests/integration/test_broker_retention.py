@@ -9,7 +9,7 @@ from typing import Iterator
 
 import pytest
 
-from tests.integration.broker_group import BrokerGroup, http
+from tests.integration.broker_group import BrokerGroup, http, running_group
 from tests.integration.test_broker_failover import Producer, all_applied_equal, create_topic
 
 pytestmark = pytest.mark.integration
@@ -19,14 +19,9 @@ RETENTION_S = 2.0
 
 @pytest.fixture
 def group(tmp_path: Path) -> Iterator[BrokerGroup]:
-    g = BrokerGroup(tmp_path, extra={"segment_bytes": 64 << 10, "retention_hours": RETENTION_S / 3600,
-                                     "retention_check_interval_ms": 200, "checkpoint_interval_ms": 200})
-    try:
-        g.start()
-        g.leader()
+    with running_group(tmp_path, extra={"segment_bytes": 64 << 10, "retention_hours": RETENTION_S / 3600,
+                                        "retention_check_interval_ms": 200, "checkpoint_interval_ms": 200}) as g:
         yield g
-    finally:
-        g.stop()
 
 
 def queue_bounds(url: str, topic: str) -> list[tuple[int, int]]:

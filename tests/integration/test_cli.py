@@ -17,7 +17,7 @@ from typing import Iterator
 
 import pytest
 
-from tests.integration.broker_group import BrokerGroup
+from tests.integration.broker_group import BrokerGroup, running_group
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 REPO = Path(__file__).resolve().parents[2]
@@ -27,13 +27,8 @@ ENV = {**os.environ, "PYTHONPATH": str(REPO), "RAFTMQ_SERVER": ""}
 
 @pytest.fixture(scope="module")
 def group(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerGroup]:
-    g = BrokerGroup(tmp_path_factory.mktemp("raftmq-cli"))
-    try:
-        g.start()
-        g.leader()
+    with running_group(tmp_path_factory.mktemp("raftmq-cli")) as g:
         yield g
-    finally:
-        g.stop()
 
 
 def raftmq(*args: str, server: str | None, stdin: str | bytes | None = None, cwd: Path = REPO,

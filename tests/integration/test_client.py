@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import inspect
 import time
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
 import pytest
 
 from client import Admin, Producer, PullConsumer, PushConsumer, RaftMQError, ReceivedMessage, Rejected
-from tests.integration.broker_group import BrokerGroup
+from tests.integration.broker_group import BrokerGroup, running_group
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -24,35 +25,22 @@ FAST_CONSUMER = {"heartbeat_interval_ms": 300, "long_poll_ms": 500, "commit_inte
                  "retry_backoff_initial_ms": 50, "retry_backoff_max_ms": 200}
 
 
-def start_group(base: Path) -> BrokerGroup:
-    g = BrokerGroup(base, extra={"consumer_session_timeout_ms": SESSION_TIMEOUT_MS})
-    try:
-        g.start()
-        g.leader()
-    except BaseException:
-        g.stop()
-        raise
-    return g
+def start_group(base: Path) -> contextlib.AbstractContextManager[BrokerGroup]:
+    return running_group(base, extra={"consumer_session_timeout_ms": SESSION_TIMEOUT_MS})
 
 
 @pytest.fixture(scope="module")
 def shared_group(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerGroup]:
     """One group for the tests that do not kill nodes."""
-    g = start_group(tmp_path_factory.mktemp("client"))
-    try:
+    with start_group(tmp_path_factory.mktemp("client")) as g:
         yield g
-    finally:
-        g.stop()
 
 
 @pytest.fixture
 def own_group(tmp_path: Path) -> Iterator[BrokerGroup]:
     """A group of the test's own, for tests that kill nodes."""
-    g = start_group(tmp_path)
-    try:
+    with start_group(tmp_path) as g:
         yield g
-    finally:
-        g.stop()
 
 
 def urls_of(g: BrokerGroup) -> list[str]:

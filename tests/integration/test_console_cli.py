@@ -10,7 +10,7 @@ from typing import Iterator
 
 import pytest
 
-from tests.integration.broker_group import BrokerGroup
+from tests.integration.broker_group import BrokerGroup, running_group
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -18,13 +18,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def group(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerGroup]:
-    g = BrokerGroup(tmp_path_factory.mktemp("cli"))
-    try:
-        g.start()
-        g.leader()
+    with running_group(tmp_path_factory.mktemp("cli")) as g:
         yield g
-    finally:
-        g.stop()
 
 
 def raftmq(group: BrokerGroup, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
