@@ -12,6 +12,7 @@ from dledger.errors import (
     StateAheadOfLog,
     StorageFailure,
 )
+from dledger.store.durable import fsync_dir, write_atomically
 
 __all__ = [
     "DLedger",
@@ -24,6 +25,9 @@ __all__ = [
     "ProposalDropped",
     "StateAheadOfLog",
     "StorageFailure",
+    # durable small files, for a state machine's own checkpoints
+    "fsync_dir",
+    "write_atomically",
 ]
 
 

@@ -32,6 +32,7 @@ from dledger.core.messages import EntryKind, Message, NodeId, Snapshot, Snapshot
 from dledger.core.raft import CoreConfig, RaftCore, Role
 from dledger.errors import LeadershipLost, NodeStopped, NotLeader, ProposalDropped, StateAheadOfLog, StorageFailure
 from dledger.store.file_store import FileHardStateStore, FileLogStore, StoreConfig
+from dledger.store.durable import write_atomically
 from dledger.store.entry_format import HEADER_BYTES as ENTRY_HEADER_BYTES
 from dledger.transport import PeerTransport, TransportConfig
 
@@ -129,17 +130,7 @@ _SNAP_MAGIC = 0x534E4150  # "SNAP"
 
 def _write_snapshot_file(path: Path, snap: Snapshot) -> None:
     body = struct.pack(">QQQ", snap.meta.index, snap.meta.term, snap.meta.next_position) + snap.data
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "wb") as f:
-        f.write(struct.pack(">II", _SNAP_MAGIC, zlib.crc32(body)) + body)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    write_atomically(path, struct.pack(">II", _SNAP_MAGIC, zlib.crc32(body)) + body)
 
 
 def _read_snapshot_file(path: Path) -> Snapshot | None:
@@ -222,11 +213,7 @@ class DLedger:
         empty = self.store.last_index() == 0 and self.store.first_index() == 1 and hard_state.term == 0
         recovering = self._recovering_marker.exists() or (config.rejoin and empty)
         if recovering and not self._recovering_marker.exists():
-            fd = os.open(self._recovering_marker, os.O_CREAT | os.O_WRONLY, 0o644)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            write_atomically(self._recovering_marker, b"")
         self._marker_present = recovering  # known in memory: no stat per Ready
         if recovering:
             log.warning("node=%s rejoining with lost data: no votes until caught up with a leader", config.node_id)
@@ -307,12 +294,8 @@ class DLedger:
         NodeStopped at once) and returns the future that ``propose`` awaits.
         For callers that handle many proposals per second (a task per proposal
         costs more than the rest of the leader's work on it)."""
-        if not self._running:
-            raise NodeStopped("node is not running")
-        index = self.core.propose(payload)  # raises NotLeader
         fut: asyncio.Future[tuple[int, Any]] = self._loop.create_future()
-        self._pending[index] = (self.core.term, fut)
-        self._wake.set()
+        self._append(payload, fut)
         return fut
 
     def propose_with_callback(self, payload: bytes,
@@ -323,10 +306,13 @@ class DLedger:
         No future, no scheduled callback: one event loop iteration less before
         the caller can answer its client. ``callback`` must be quick and must
         not raise (an exception is logged and ignored)."""
+        self._append(payload, _CallbackWaiter(callback))
+
+    def _append(self, payload: bytes, waiter: _Waiter) -> None:
         if not self._running:
             raise NodeStopped("node is not running")
         index = self.core.propose(payload)  # raises NotLeader
-        self._pending[index] = (self.core.term, _CallbackWaiter(callback))
+        self._pending[index] = (self.core.term, waiter)
         self._wake.set()
 
     async def transfer_leadership(self, node_id: str) -> None:
@@ -339,6 +325,10 @@ class DLedger:
     @property
     def leader_id(self) -> str | None:
         return self.core.leader_id
+
+    @property
+    def term(self) -> int:
+        return self.core.term
 
     @property
     def applied_index(self) -> int:
@@ -514,7 +504,7 @@ class DLedger:
                         # fdatasync) instead of following it.
                         for m in messages:
                             send(m)
-                        self._transport.flush()
+                        self._transport.flush()  # on the wire before our own (maybe fdatasync'd) write
                         messages = ()
                     if rd.hard_state is not None:
                         await loop.run_in_executor(None, self._hs_store.save, rd.hard_state)

@@ -118,14 +118,6 @@ class IndexFiles:
             self._firsts.append(first)
 
     # -- reading -----------------------------------------------------------
-    def first(self) -> int | None:
-        """Lowest index with a record (may be below the log's first index)."""
-        return self._files[0].first if self._files else None
-
-    def last(self) -> int | None:
-        """Highest index with a record."""
-        return self._files[-1].end - 1 if self._files else None
-
     def _file_of(self, index: int) -> _File | None:
         i = bisect_right(self._firsts, index) - 1
         if i < 0:

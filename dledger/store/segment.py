@@ -88,10 +88,6 @@ class SegmentFiles:
         except OSError as exc:
             raise StorageFailure(f"read of segment {file_name(start)} at {offset} failed: {exc}") from exc
 
-    def size(self, start: int) -> int:
-        fd = self._fd(start, create=False)
-        return 0 if fd is None else os.fstat(fd).st_size
-
     # -- writes ------------------------------------------------------------
     def pwrite(self, start: int, offset: int, data: bytes) -> None:
         """Write all of ``data`` at ``offset`` of segment ``start`` (created if needed)."""

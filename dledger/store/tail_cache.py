@@ -72,8 +72,10 @@ class TailCache:
         """Append the cached entries ``lo .. hi - 1`` to ``out`` while the data
         size (starting at ``size``) stays within ``max_bytes`` (``out`` always
         gets at least one entry). The caller checked ``lo`` is cached."""
+        ents = self._entries
         start = self._head + lo - self._base
-        for e in self._entries[start : start + hi - lo]:
+        for i in range(start, min(start + hi - lo, len(ents))):  # no slice: hi may be far ahead
+            e = ents[i]
             size += len(e.data)
             if out and size > max_bytes:
                 break
