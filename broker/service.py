@@ -44,6 +44,7 @@ from broker.message import (
     decode_record,
     encode_batch,
     format_msg_id,
+    format_msg_ids,
     parse_msg_id,
     record_view,
     sharding_queue,
@@ -56,7 +57,7 @@ log = logging.getLogger(__name__)
 
 TOPIC_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.%|")
 RECORD_PEEK_BYTES = 4096
-READ_SPAN_BYTES = 1 << 20  # one positional read covers nearby records up to this span  # one read usually covers a whole record when looking one up by id
+READ_SPAN_BYTES = 1 << 20  # one positional read covers nearby records up to this span
 
 
 @dataclass(slots=True)
@@ -218,7 +219,7 @@ class Broker:
     # ------------------------------------------------------------------
     # topics
     # ------------------------------------------------------------------
-    def _topic_queues(self, topic: str) -> int:
+    def topic_queues(self, topic: str) -> int:
         n = self.state.topics.get(topic)
         if n is None:
             raise TopicNotFound(f"topic {topic!r} does not exist", topic=topic)
@@ -235,17 +236,15 @@ class Broker:
         if current is not None:
             raise TopicConflict(f"topic {name!r} exists with {current} queues; use PUT to change it",
                                 topic=name, queues=current)
-        self.require_leader()
         await self._propose(CreateTopic(name, queues))
         return self.describe_topic(name)
 
     async def update_topic(self, name: str, queues: Any) -> dict[str, Any]:
         self.require_leader()
-        current = self._topic_queues(name)
+        current = self.topic_queues(name)
         if not isinstance(queues, int) or isinstance(queues, bool) or not current <= queues <= self.limits.max_topic_queues:
             raise InvalidArgument(f"queues can only grow: from {current} up to {self.limits.max_topic_queues}")
         if queues != current:
-            self.require_leader()
             await self._propose(commands.UpdateTopic(name, queues))
         return self.describe_topic(name)
 
@@ -253,7 +252,7 @@ class Broker:
         return [{"name": t, "queues": n} for t, n in sorted(self.state.topics.items())]
 
     def describe_topic(self, name: str) -> dict[str, Any]:
-        n = self._topic_queues(name)
+        n = self.topic_queues(name)
         qs = []
         for q in range(n):
             lo, hi = self.state.queue_range(name, q)
@@ -264,7 +263,7 @@ class Broker:
     # produce
     # ------------------------------------------------------------------
     def _check_queue(self, topic: str, queue_id: Any) -> int:
-        n = self._topic_queues(topic)
+        n = self.topic_queues(topic)
         if not isinstance(queue_id, int) or isinstance(queue_id, bool):
             raise InvalidArgument(f"queue id must be an integer, not {queue_id!r}")
         if not 0 <= queue_id < n:
@@ -275,7 +274,7 @@ class Broker:
     async def produce(self, topic: str, messages: list[OutMessage], producer_id: str | None = None,
                       sequence: int | None = None) -> list[dict[str, Any]]:
         self.require_leader()
-        n = self._topic_queues(topic)
+        n = self.topic_queues(topic)
         if not messages:
             raise InvalidArgument("messages must hold at least one message")
         if len(messages) > self.limits.max_batch_messages:
@@ -288,7 +287,6 @@ class Broker:
                                       f"{self.limits.max_message_bytes}")
             if m.queue_id is not None:
                 self._check_queue(topic, m.queue_id)
-        self.require_leader()
         # Queue choice, stamped by the leader: explicit, by sharding key, or one
         # round-robin queue for the rest of the request. Messages are grouped by
         # that *choice* (not by the resulting queue), in order of first
@@ -337,7 +335,7 @@ class Broker:
                                [(m.body, m.tags, m.keys, m.properties, m.born_ts_ms or now) for m in msgs])
         return Produce(topic, q, now, producer_id, sequence, part,
                        [tag_hash(m.tags) if m.tags else 0 for m in msgs],
-                       [list(m.keys) if m.keys else _NO_KEYS for m in msgs], records)
+                       [m.keys for m in msgs], records)
 
     # ------------------------------------------------------------------
     # consume
@@ -351,12 +349,13 @@ class Broker:
             raise InvalidArgument(f"max must be from 1 to {self.limits.max_pull_messages}")
         if not 0 <= wait_ms <= self.limits.max_wait_ms:
             raise InvalidArgument(f"wait_ms must be from 0 to {self.limits.max_wait_ms}")
-        want = None
+        want = names = None
         if tags and tags != "*":
-            want = {tag_hash(t.strip()) for t in tags.split("||") if t.strip()}
+            names = {t.strip() for t in tags.split("||") if t.strip()}
+            want = {tag_hash(t) for t in names}
         deadline = time.monotonic() + wait_ms / 1000
         cq = self.state.cq.queue(topic, queue_id)
-        lo, hi = cq.min_offset, cq.max_offset
+        hi = cq.max_offset
         if offset > hi:
             raise OffsetOutOfRange(f"offset {offset} is beyond the end of the queue ({hi})", max_offset=hi)
         while True:
@@ -377,8 +376,7 @@ class Broker:
                     if len(picked) >= max_messages:
                         break
             out = self._read_messages(picked)
-            if want is not None:
-                names = {t.strip() for t in tags.split("||")}  # type: ignore[union-attr]
+            if names is not None:
                 out = [m for m in out if m["tags"] in names]  # drop tag hash collisions
             remaining = deadline - time.monotonic()
             if out or remaining <= 0 or next_offset < cq.max_offset:
@@ -392,7 +390,8 @@ class Broker:
         produce batch sit next to each other, so nearby ones (same segment,
         within READ_SPAN_BYTES) come from a single read."""
         out: list[dict[str, Any]] = []
-        group, sb = self.config.group, self.config.segment_bytes
+        sb = self.config.segment_bytes
+        ids = format_msg_ids(self.config.group, [phys for _, phys, _ in picked])
         i, n = 0, len(picked)
         while i < n:
             lo = picked[i][1]
@@ -405,8 +404,9 @@ class Broker:
                 hi = max(hi, p + sz)
                 j += 1
             buf = memoryview(self.log.read_at(lo, hi - lo))
-            for qoff, phys, size in picked[i:j]:
-                out.append(record_view(buf[phys - lo : phys - lo + size], format_msg_id(group, phys), qoff))
+            for k in range(i, j):
+                qoff, phys, size = picked[k]
+                out.append(record_view(buf[phys - lo : phys - lo + size], ids[k], qoff))
             i = j
         return out
 
@@ -473,7 +473,7 @@ class Broker:
     # consumer offsets
     # ------------------------------------------------------------------
     def group_offsets(self, group: str, topic: str) -> dict[str, Any]:
-        n = self._topic_queues(topic)
+        n = self.topic_queues(topic)
         committed = self.state.offsets_of(group, topic)
         return {"group": group, "topic": topic,
                 "offsets": [{"queue_id": q, "offset": committed.get(q)} for q in range(n)]}
@@ -487,12 +487,11 @@ class Broker:
         _, hi = self.state.queue_range(topic, queue_id)
         if offset > hi:
             raise OffsetOutOfRange(f"offset {offset} is beyond the end of queue {queue_id} ({hi})", max_offset=hi)
-        self.require_leader()
         stored = await self._propose(CommitOffset(group, topic, queue_id, offset, reset))
         return {"group": group, "topic": topic, "queue_id": queue_id, "offset": stored}
 
     def group_lag(self, group: str, topic: str) -> dict[str, Any]:
-        n = self._topic_queues(topic)
+        n = self.topic_queues(topic)
         committed = self.state.offsets_of(group, topic)
         queues = []
         total = 0
@@ -508,9 +507,9 @@ class Broker:
     # consumer groups: leader-local membership and queue locks
     # ------------------------------------------------------------------
     def _leader_groups(self) -> tuple[ConsumerGroups, int]:
-        self.require_leader()
+        """The leader-local groups (callers checked leadership first, before validating)."""
         now = int(time.time() * 1000)
-        term = self.log.status()["term"]
+        term = self.log.term
         if self._groups_term != term:
             self._groups_term = term
             self.groups.became_leader(now)
@@ -518,7 +517,7 @@ class Broker:
 
     def heartbeat(self, group: str, topic: str, client_id: str) -> dict[str, Any]:
         self.require_leader()
-        self._topic_queues(topic)
+        self.topic_queues(topic)
         if not client_id:
             raise InvalidArgument("client_id must not be empty")
         groups, now = self._leader_groups()
@@ -527,14 +526,18 @@ class Broker:
 
     def members(self, group: str, topic: str) -> dict[str, Any]:
         self.require_leader()
-        self._topic_queues(topic)
+        self.topic_queues(topic)
         groups, now = self._leader_groups()
         return {"group": group, "topic": topic, "members": groups.members(group, topic, now)}
 
-    def lock_queues(self, group: str, topic: str, client_id: str, queue_ids: list[Any], lease_ms: int) -> dict[str, Any]:
+    def lock_queues(self, group: str, topic: str, client_id: str, queue_ids: list[Any],
+                    lease_ms: int | None = None) -> dict[str, Any]:
+        """Lock ``queue_ids`` for ``lease_ms`` (default: the longest lease allowed)."""
         self.require_leader()
         for q in queue_ids:
             self._check_queue(topic, q)
+        if lease_ms is None:
+            lease_ms = self.groups.max_lease_ms
         if lease_ms < 1:
             raise InvalidArgument("lease_ms must be positive")
         groups, now = self._leader_groups()
@@ -585,16 +588,11 @@ class Broker:
                 "term": st["term"], "members": members}
 
 
-_NO_KEYS: list[str] = []  # shared by every message without keys (only ever encoded, never changed)
-
-
 async def _done(value: Any) -> Any:
     return value
 
 
 def _message_view(group: str, phys: int, queue_offset: int, msg: Message) -> dict[str, Any]:
-    from broker.message import format_msg_id
-
     return {
         "queue_offset": queue_offset,
         "msg_id": format_msg_id(group, phys),

@@ -17,11 +17,10 @@ the log is re-applied from the next index (dledger's ``applied_index``).
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Protocol
 
 import msgpack
 
@@ -30,6 +29,7 @@ from broker.commands import CommitOffset, CreateTopic, Noop, Produce, UpdateTopi
 from broker.message import format_msg_ids, parse_msg_id, record_sizes
 from broker.store.consume_queue import ConsumeQueueStore
 from broker.store.index_file import IndexStore
+from dledger import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def _load_result(r: Any) -> ProduceResult:
     return (q, first, positions)
 
 
-class ApplyListener:
+class ApplyListener(Protocol):
     """Told (outside the deterministic part) when a queue grows, to wake long polls."""
 
     def on_messages(self, topic: str, queue_id: int, max_offset: int) -> None: ...
@@ -115,11 +115,9 @@ class BrokerState:
 
     def _apply_produce(self, index: int, payload: bytes, cmd: Produce) -> ProduceResult | None:
         if cmd.producer_id is not None and cmd.sequence is not None:
-            seen = self.dedup.get(cmd.producer_id)
-            if seen is not None:
-                prior = seen.get((cmd.sequence, cmd.part))
-                if prior is not None:
-                    return prior  # a retry of a request already stored: answer as the first time
+            prior = self.dedup_lookup(cmd.producer_id, cmd.sequence, cmd.part)
+            if prior is not None:
+                return prior  # a retry of a request already stored: answer as the first time
         if cmd.topic not in self.topics or not 0 <= cmd.queue_id < self.topics[cmd.topic]:
             # Checked by the leader before proposing; a topic cannot vanish, so
             # this is only reachable through a bug. Refuse deterministically.
@@ -192,14 +190,7 @@ class BrokerState:
             return
         self.cq.flush()
         self.index.flush()
-        data = msgpack.packb(self._state_doc(), use_bin_type=True)
-        path = self._dir / "checkpoint"
-        tmp = path.with_suffix(".tmp")
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write_atomically(self._dir / "checkpoint", msgpack.packb(self._state_doc(), use_bin_type=True))
         self._dirty = False
 
     def load_checkpoint(self) -> int:

@@ -212,7 +212,7 @@ async def produce(request: web.Request) -> web.Response:
     broker = request.app[BROKER]
     topic = request.match_info["topic"]
     broker.require_leader()  # followers redirect before looking at the body
-    broker.describe_topic(topic)  # 404 before parsing a large body
+    broker.topic_queues(topic)  # 404 before parsing a large body
     body = await read_body(request)
     msgs = _field(body, "messages", list)
     producer_id = _field(body, "producer_id", str, required=False)
@@ -292,7 +292,7 @@ async def lock_queues(request: web.Request) -> web.Response:
     body = await read_body(request)
     return respond(request, request.app[BROKER].lock_queues(
         request.match_info["group"], _field(body, "topic", str), _field(body, "client_id", str),
-        _field(body, "queue_ids", list), _field(body, "lease_ms", int, required=False) or 10_000))
+        _field(body, "queue_ids", list), _field(body, "lease_ms", int, required=False)))
 
 
 async def unlock_queues(request: web.Request) -> web.Response:

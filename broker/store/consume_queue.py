@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import Final
 
 from broker.store import CorruptStore
+from dledger import fsync_dir, write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -112,14 +113,6 @@ def _name(start: int) -> str:
 
 def _is_name(name: str) -> bool:
     return len(name) == _NAME_DIGITS and name.isdigit()
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class ConsumeQueue:
@@ -221,13 +214,7 @@ class ConsumeQueue:
             return
         self._ensure_dir()
         raw = min_offset.to_bytes(8, "big")
-        tmp = path.with_name(_STATE_NAME + ".tmp")
-        with open(tmp, "wb") as f:
-            f.write(raw + zlib.crc32(raw).to_bytes(4, "big"))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(self.dir)
+        write_atomically(path, raw + zlib.crc32(raw).to_bytes(4, "big"))
 
     def _ensure_dir(self) -> None:
         if not self.dir.is_dir():
@@ -427,10 +414,10 @@ class ConsumeQueue:
             os.fdatasync(self._fds.get(self._path(start)))
         self._dirty.clear()
         if self._dir_dirty and self.dir.is_dir():
-            _fsync_dir(self.dir)
+            fsync_dir(self.dir)
         if self._new_dir:  # make the new <topic>/<queueId> directories durable too
-            _fsync_dir(self.dir.parent)
-            _fsync_dir(self.dir.parent.parent)
+            fsync_dir(self.dir.parent)
+            fsync_dir(self.dir.parent.parent)
         self._dir_dirty = self._new_dir = False
 
     def close(self) -> None:

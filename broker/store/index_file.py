@@ -63,6 +63,7 @@ from pathlib import Path
 from typing import Final
 
 from broker.store import CorruptStore
+from dledger import fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -88,14 +89,6 @@ IndexHit = tuple[int, int, int]  # (phys_offset, size, store_ts_ms)
 def key_hash(key: str) -> int:
     """The 32-bit hash of a key stored in index entries (crc32 of its UTF-8)."""
     return zlib.crc32(key.encode("utf-8"))
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class _IndexFile:
@@ -469,7 +462,7 @@ class IndexStore:
                 f.mm.flush()
         self._dirty.clear()
         if self._dir_dirty:
-            _fsync_dir(self.dir)
+            fsync_dir(self.dir)
             self._dir_dirty = False
 
     def close(self) -> None:
