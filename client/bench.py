@@ -29,6 +29,8 @@ import aiohttp
 import msgpack
 
 from client import cluster as cluster_mod
+from client.admin import Admin
+from client.errors import TopicExists
 
 MSGPACK = "application/msgpack"
 
@@ -54,21 +56,16 @@ def _pct(samples: list[float], q: float) -> float | None:
     return round(s[min(len(s) - 1, int(q * len(s)))] * 1000, 3)
 
 
-async def _leader(session: aiohttp.ClientSession, urls: list[str]) -> str:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        for u in urls:
-            try:
-                async with session.get(u + "/v1/health") as r:
-                    h = await r.json()
-                    if h.get("role") == "leader":
-                        return u
-                    if h.get("leader_url"):
-                        return h["leader_url"]
-            except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
-                continue
-        await asyncio.sleep(0.1)
-    raise RuntimeError("no leader found")
+async def ensure_topic(urls: list[str], topic: str, queues: int) -> str:
+    """Create ``topic`` (an existing one is fine), retrying through an election;
+    returns the URL of the leader that answered."""
+    async with Admin(urls) as admin:
+        try:
+            await admin.create_topic(topic, queues)
+        except TopicExists:
+            pass
+        assert admin.transport.leader is not None  # set by the write's answer
+        return admin.transport.leader
 
 
 async def _post(session: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> Any:
@@ -131,17 +128,9 @@ class RawConnection:
         return status, await self._reader.readexactly(length)
 
 
-async def ensure_topic(session: aiohttp.ClientSession, leader: str, topic: str, queues: int) -> None:
-    async with session.post(leader + "/v1/topics", json={"name": topic, "queues": queues}) as r:
-        if r.status not in (200, 409):
-            raise RuntimeError(f"creating topic {topic}: {r.status} {await r.text()}")
-
-
 async def produce(urls: list[str], topic: str, queues: int, batch: int, producers: int, duration_s: float,
                   message_bytes: int, flush: str) -> Result:
-    async with aiohttp.ClientSession() as session:
-        leader = await _leader(session, urls)
-        await ensure_topic(session, leader, topic, queues)
+    leader = await ensure_topic(urls, topic, queues)
     body = os.urandom(message_bytes // 2).hex().encode()[:message_bytes]
     req = RawConnection.request("POST", f"/v1/topics/{quote(topic, safe='')}/messages",
                                 msgpack.packb({"messages": [{"body": body} for _ in range(batch)]}))
@@ -176,10 +165,9 @@ async def consume(urls: list[str], topic: str, queues: int, messages: int, messa
                   readers: int) -> Result:
     """Fill the topic with ``messages`` messages (batched), then read them all
     back with one reader per queue (``max=1024``, msgpack) and time the reads."""
+    topic = f"{topic}-c{int(time.time())}"
+    leader = await ensure_topic(urls, topic, queues)
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=queues + 8)) as session:
-        leader = await _leader(session, urls)
-        topic = f"{topic}-c{int(time.time())}"
-        await ensure_topic(session, leader, topic, queues)
         body = b"c" * message_bytes
         per_req = 256
         sem = asyncio.Semaphore(8)
@@ -248,9 +236,7 @@ async def produce_per_message(urls: list[str], topic: str, queues: int, outstand
     it. Latency is per message, from the call to its acknowledgement."""
     from client.producer import Producer
 
-    async with aiohttp.ClientSession() as session:
-        leader = await _leader(session, urls)
-        await ensure_topic(session, leader, topic, queues)
+    await ensure_topic(urls, topic, queues)
     body = os.urandom(message_bytes // 2).hex().encode()[:message_bytes]
     lat: list[float] = []
     count = 0

@@ -20,8 +20,8 @@ from typing import Any
 import click
 
 from client import cluster as cluster_mod
+from client.errors import RaftMQError
 
-DEFAULT_BASE_DIR = "raftmq-data"
 PASSTHROUGH = {"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []}
 
 
@@ -111,7 +111,7 @@ def bench_produce(servers: tuple[str, ...], flush: str, batch: str, producers: s
                 b.with_local_group(label, lambda u: run(u, label))
             else:
                 run(urls, label)
-        except (cluster_mod.ClusterError, RuntimeError, OSError) as exc:
+        except (cluster_mod.ClusterError, RaftMQError, RuntimeError, OSError) as exc:
             _fail(exc)
 
 
@@ -138,7 +138,7 @@ def bench_consume(servers: tuple[str, ...], flush: str, messages: int, queues: i
                 b.with_local_group(label, run)
             else:
                 run(urls)
-        except (cluster_mod.ClusterError, RuntimeError, OSError) as exc:
+        except (cluster_mod.ClusterError, RaftMQError, RuntimeError, OSError) as exc:
             _fail(exc)
 
 
@@ -157,7 +157,7 @@ def _fail(exc: Exception) -> None:
 
 @cluster.command("up")
 @click.option("--nodes", type=click.IntRange(1, 9), default=3, show_default=True)
-@click.option("--base-dir", type=click.Path(file_okay=False), default=DEFAULT_BASE_DIR, show_default=True)
+@click.option("--base-dir", type=click.Path(file_okay=False), default=cluster_mod.DEFAULT_BASE_DIR, show_default=True)
 @click.option("--http-port-base", type=click.IntRange(1, 65000), default=None,
               help="HTTP ports BASE, BASE+1, ... (default: free ports)")
 @click.option("--raft-port-base", type=click.IntRange(1, 65000), default=None,
@@ -179,7 +179,7 @@ def cluster_up(nodes: int, base_dir: str, http_port_base: int | None, raft_port_
 
 
 @cluster.command("down")
-@click.option("--base-dir", type=click.Path(file_okay=False), default=DEFAULT_BASE_DIR, show_default=True)
+@click.option("--base-dir", type=click.Path(file_okay=False), default=cluster_mod.DEFAULT_BASE_DIR, show_default=True)
 def cluster_down(base_dir: str) -> None:
     """Stop a detached group."""
     try:
@@ -189,7 +189,7 @@ def cluster_down(base_dir: str) -> None:
 
 
 @cluster.command("status")
-@click.option("--base-dir", type=click.Path(file_okay=False), default=DEFAULT_BASE_DIR, show_default=True)
+@click.option("--base-dir", type=click.Path(file_okay=False), default=cluster_mod.DEFAULT_BASE_DIR, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def cluster_status(base_dir: str, as_json: bool) -> None:
     """Members, roles, terms and replication lag."""
@@ -201,12 +201,14 @@ def cluster_status(base_dir: str, as_json: bool) -> None:
         click.echo(json.dumps(st, indent=2))
         return
     click.echo(f"group {st['group']} (flush={st['flush']})")
-    _table(["id", "http_url", "pid", "role", "term", "commit_index", "applied_index", "lag"], st["nodes"])
+    from client.commands import emit, table
+
+    emit(table(["id", "http_url", "pid", "role", "term", "commit_index", "applied_index", "lag"], st["nodes"]))
 
 
 @cluster.command("restart-node")
 @click.argument("node_id")
-@click.option("--base-dir", type=click.Path(file_okay=False), default=DEFAULT_BASE_DIR, show_default=True)
+@click.option("--base-dir", type=click.Path(file_okay=False), default=cluster_mod.DEFAULT_BASE_DIR, show_default=True)
 @click.option("--rejoin", is_flag=True, help="The node's data was lost: it must not vote until it has caught up.")
 def cluster_restart_node(node_id: str, base_dir: str, rejoin: bool) -> None:
     """Start one stopped or killed node of a group again."""
@@ -214,14 +216,6 @@ def cluster_restart_node(node_id: str, base_dir: str, rejoin: bool) -> None:
         cluster_mod.restart_node(Path(base_dir), node_id, echo=click.echo, rejoin=rejoin)
     except cluster_mod.ClusterError as exc:
         _fail(exc)
-
-
-def _table(cols: list[str], rows: list[dict[str, Any]]) -> None:
-    cells = [[("-" if r.get(c) is None else str(r.get(c))) for c in cols] for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
-    click.echo("  ".join(c.ljust(w) for c, w in zip(cols, widths)))
-    for row in cells:
-        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths)))
 
 
 from client.commands import COMMANDS  # noqa: E402  (data commands: produce, consume, topic, group, message)

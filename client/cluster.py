@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 STATE_FILE = "cluster.json"
+DEFAULT_BASE_DIR = "raftmq-data"  # where `raftmq cluster up` puts a local group unless told otherwise
 
 
 class ClusterError(Exception):
@@ -54,10 +55,11 @@ def _port_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on ``host`` right now (bound to port 0, then released)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
 
 
 def _toml(node: NodeSpec, group: str, flush: str, nodes: list[NodeSpec], extra: dict[str, Any]) -> str:

@@ -37,7 +37,7 @@ from urllib.parse import urlsplit
 import click
 
 from client.admin import Admin
-from client.cluster import STATE_FILE
+from client.cluster import DEFAULT_BASE_DIR, STATE_FILE
 from client.consumer import PullConsumer, PullResult, ReceivedMessage
 from client.errors import NoLeader, NotLeader, RaftMQError, Timeout, Unavailable
 from client.http import normalize_url
@@ -47,7 +47,7 @@ from client.producer import Producer, SendResult
 T = TypeVar("T")
 
 DEFAULT_URL = "http://127.0.0.1:8081"
-LOCAL_BASE_DIR = Path("raftmq-data")  # where `raftmq cluster up` puts a local group by default
+LOCAL_BASE_DIR = Path(DEFAULT_BASE_DIR)
 DEFAULT_TIMEOUT_S = 5.0
 FETCH_MESSAGES = 256  # messages per pull while reading what is stored
 FOLLOW_WAIT_MS = 10_000  # long-poll per queue with --follow (the broker allows up to 30 s)
@@ -162,38 +162,30 @@ def _one_line_usage(exc: click.UsageError) -> click.UsageError:
     return OneLineUsageError(exc.format_message(), exc.ctx)
 
 
-class DataCommand(click.Command):
-    """A command whose usage errors are one line (see ``OneLineUsageError``)."""
+class _OneLineUsage:
+    """Mixed into a click command or group: its usage errors are one line (see ``OneLineUsageError``)."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         try:
-            return super().parse_args(ctx, args)
+            return super().parse_args(ctx, args)  # type: ignore[misc, no-any-return]
         except click.UsageError as exc:
             raise _one_line_usage(exc) from None
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            return super().invoke(ctx)  # type: ignore[misc]
         except click.UsageError as exc:
             raise _one_line_usage(exc) from None
 
 
-class DataGroup(click.Group):
+class DataCommand(_OneLineUsage, click.Command):
+    """A command whose usage errors are one line."""
+
+
+class DataGroup(_OneLineUsage, click.Group):
     """A group of ``DataCommand``s, with one-line usage errors of its own (an unknown subcommand)."""
 
     command_class = DataCommand
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        try:
-            return super().parse_args(ctx, args)
-        except click.UsageError as exc:
-            raise _one_line_usage(exc) from None
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except click.UsageError as exc:
-            raise _one_line_usage(exc) from None
 
 
 def error_line(exc: BaseException, servers: Servers, timeout_s: float, unreachable: bool = False) -> str:

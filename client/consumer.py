@@ -874,8 +874,8 @@ class SyncPullConsumer:
     def position(self, queue_id: int) -> int | None:
         return self._consumer.position(queue_id)
 
-    def commit(self, queue_id: int, offset: int | None = None) -> int:
-        return self._thread.run(self._consumer.commit(queue_id, offset))
+    def commit(self, queue_id: int, offset: int | None = None, reset: bool = False) -> int:
+        return self._thread.run(self._consumer.commit(queue_id, offset, reset))
 
     def committed(self) -> dict[int, int | None]:
         return self._thread.run(self._consumer.committed())

@@ -331,8 +331,8 @@ class Transport:
                     location = resp.headers.get("Location")
             except asyncio.CancelledError:
                 raise
-            except (aiohttp.ClientConnectorError, ConnectionRefusedError) as exc:
-                # Never reached the node: nothing was applied by this attempt.
+            except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError, ConnectionRefusedError) as exc:
+                # Never reached the node (refused, or the connect timed out): nothing was applied.
                 last_error = Unavailable(f"{node}: cannot connect ({exc})")
                 self._mark_down(node)
                 if url is not None:
@@ -409,13 +409,6 @@ class Transport:
         delay = min(self._backoff_s(failures, retry_after_s), max(0.0, deadline - time.monotonic()))
         if delay > 0:
             await asyncio.sleep(delay)
-
-    # -- conveniences -------------------------------------------------------------------
-    async def get(self, path: str, params: Mapping[str, Any] | None = None, **kw: Any) -> Any:
-        return await self.call("GET", path, params=params, **kw)
-
-    async def post(self, path: str, body: Any, **kw: Any) -> Any:
-        return await self.call("POST", path, body, write=True, **kw)
 
 
 class LoopThread:

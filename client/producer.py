@@ -196,10 +196,6 @@ class _Lane:
     sender_waiting: bool = False
     lock: asyncio.Lock | None = None  # ordered lanes: one request in flight
 
-    @property
-    def ordered(self) -> bool:
-        return self.route is not None
-
 
 class Producer:
     """Async producer for one broker group. Use ``async with Producer(urls) as p``
@@ -352,10 +348,7 @@ class Producer:
         lane.nbytes += size
         if route == _BY_KEY:
             lane.keys.add(sharding_key)  # type: ignore[arg-type]
-            full = self._lane_full(lane)
-        else:
-            full = len(lane.msgs) >= self._batch_limit or lane.nbytes >= self.config.batch_max_bytes
-        if full:
+        if self._lane_full(lane):  # lane.keys is empty but for sharding-key lanes
             self._trigger(lane)
         elif flush and lane.timer is None and not lane.sender_waiting:
             if self.config.linger_ms <= 0:
