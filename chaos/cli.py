@@ -103,8 +103,7 @@ def run_command(**opts: Any) -> None:
     except (KeyboardInterrupt, asyncio.CancelledError):  # Ctrl-C, or SIGTERM (which cancels the run)
         click.echo("chaos: interrupted; every node process was stopped", err=True)
         raise SystemExit(130)
-    jpath, hpath = report.write(res, cfg.out_dir)
-    doc = report.summary(res)
+    jpath, hpath, doc = report.write(res, cfg.out_dir)
     click.echo(report.one_line(doc))
     for r in res.reasons:
         click.echo(f"  {r}")

@@ -64,10 +64,6 @@ class Op:
     node: str | None = None
     detail: dict[str, Any] | None = None
 
-    @property
-    def latency_s(self) -> float | None:
-        return None if self.complete is None else self.complete - self.invoke
-
     def to_json(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
 

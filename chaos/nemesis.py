@@ -28,13 +28,13 @@ import logging
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from client.cluster import free_port
 from client.errors import RaftMQError
 from client.http import Transport, TransportConfig
 
@@ -44,12 +44,6 @@ log = logging.getLogger(__name__)
 
 SEGMENT_BYTES: Final = 1 << 20  # small segments: rollovers and boundary snapshots happen often
 CHECKPOINT_INTERVAL_MS: Final = 500
-
-
-def free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -91,7 +85,6 @@ class Group:
             for m in self.nodes:
                 lines += ["", f"[members.{m.id}]", f'http_url = "{m.http_url}"', f'raft_addr = "{m.raft_addr}"']
             node.config_path.write_text("\n".join(lines) + "\n")
-        self.by_url = {n.http_url: n for n in self.nodes}
         self.by_id = {n.id: n for n in self.nodes}
         self._firewall: Firewall | None = Firewall() if distinct_hosts else None
         self._probe = Transport([n.http_url for n in self.nodes],
@@ -231,10 +224,6 @@ class Group:
         node.wiped = True
 
     # -- partitions -------------------------------------------------------------------------
-    @property
-    def can_partition(self) -> bool:
-        return self._firewall is not None
-
     async def partition(self, groups: list[list[Node]]) -> list[tuple[str, str]]:
         """Nodes talk only to nodes they share a group with; returns the cut node-id pairs."""
         if self._firewall is None:

@@ -212,7 +212,9 @@ def render_html(doc: dict[str, Any], png: str | None) -> str:
         + "</body></html>")
 
 
-def write(res: RunResult, out_dir: str) -> tuple[Path, Path]:
+def write(res: RunResult, out_dir: str) -> tuple[Path, Path, dict[str, Any]]:
+    """Write the history, the JSON report and the HTML report; returns their
+    paths and the summary they hold."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     hist = out / "chaos-history.jsonl.gz"
@@ -222,7 +224,7 @@ def write(res: RunResult, out_dir: str) -> tuple[Path, Path]:
     jpath, hpath = out / "chaos-report.json", out / "chaos-report.html"
     jpath.write_text(json.dumps(doc, indent=2, default=str))
     hpath.write_text(render_html(doc, timeline_png(res.history)))
-    return jpath, hpath
+    return jpath, hpath, doc
 
 
 def one_line(doc: dict[str, Any]) -> str:

@@ -8,7 +8,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,13 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from dledger.bench import free_ports
+
 REPO = Path(__file__).resolve().parents[2]
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -78,11 +74,12 @@ class BrokerGroup:
     nodes: list[BrokerNode] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        ports = free_ports(2 * self.n)
         for i in range(self.n):
             nid = f"n{i + 1}"
             d = self.base / nid
             d.mkdir(parents=True, exist_ok=True)
-            self.nodes.append(BrokerNode(nid, f"http://127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}",
+            self.nodes.append(BrokerNode(nid, f"http://127.0.0.1:{ports[2 * i]}", f"127.0.0.1:{ports[2 * i + 1]}",
                                          d / "data", d / "node.toml", d / "broker.log"))
         for node in self.nodes:
             lines = [f'node_id = "{node.id}"', f'group = "{self.group}"', f'data_dir = "{node.data_dir}"',

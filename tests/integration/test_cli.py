@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from typing import Iterator
 
 import pytest
 
+from client.cluster import free_port
 from tests.integration.broker_group import BrokerGroup, running_group
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -212,11 +212,6 @@ def test_the_local_group_file_is_the_default_server(group: BrokerGroup, tmp_path
     assert r.returncode == 0, r.stderr
     assert "cli-default" in raftmq("topic", "list", server=None, cwd=tmp_path).stdout
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_a_wrong_server_fails_fast_with_one_line(tmp_path: Path) -> None:

@@ -42,7 +42,6 @@ from typing import TYPE_CHECKING, Any
 from dledger.core.messages import (
     AppendEntriesReply,
     Entry,
-    EntryKind,
     HardState,
     RequestVote,
     RequestVoteReply,
@@ -334,7 +333,3 @@ class Checker:
                         "acked-not-lost",
                         f"acked ({idx}, term {term}, {data!r}) is missing from {n.id}'s log at the end",
                     )
-
-
-def is_noop(e: Entry) -> bool:
-    return e.kind == EntryKind.NOOP

@@ -257,10 +257,6 @@ class ScriptedCluster(Cluster):
         self.restart(self.nodes[nid])
 
 
-def is_heartbeat(m: Any) -> bool:
-    return isinstance(m, AppendEntries) and not m.entries
-
-
 AE = kind(AppendEntries)
 AER = kind(AppendEntriesReply)
 VOTE = kind(RequestVote, RequestVoteReply)

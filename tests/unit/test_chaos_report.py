@@ -29,7 +29,7 @@ def result(tmp_path: Path) -> RunResult:
 
 
 def test_json_report_holds_the_verdict_seed_schedule_and_figures(tmp_path: Path) -> None:
-    jpath, hpath = report.write(result(tmp_path), str(tmp_path))
+    jpath, hpath, _ = report.write(result(tmp_path), str(tmp_path))
     doc = json.loads(jpath.read_text())
     assert doc["verdict"] == "PASS" and doc["seed"] == 42 and doc["anomalies"] == 0
     assert doc["schedule"][0]["fault"] == "kill-leader" and doc["faults_injected"] == 1
@@ -42,7 +42,7 @@ def test_json_report_holds_the_verdict_seed_schedule_and_figures(tmp_path: Path)
 
 def test_html_report_embeds_the_timeline_picture_when_matplotlib_is_there(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
-    _, hpath = report.write(result(tmp_path), str(tmp_path))
+    _, hpath, _ = report.write(result(tmp_path), str(tmp_path))
     assert "data:image/png;base64," in hpath.read_text()
 
 
@@ -50,6 +50,6 @@ def test_html_report_is_tables_only_without_matplotlib(tmp_path: Path, monkeypat
     for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
-    _, hpath = report.write(result(tmp_path), str(tmp_path))
+    _, hpath, _ = report.write(result(tmp_path), str(tmp_path))
     page = hpath.read_text()
     assert "data:image/png" not in page and "needs matplotlib" in page and "<table>" in page

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
 
 from dledger import DLedger, NodeConfig
+from dledger.bench import free_ports
 from dledger.core.messages import NodeId, TimeoutNow
 from dledger.errors import NodeStopped
 
@@ -23,14 +23,9 @@ class Counter:
         return None
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 async def test_broken_invariant_stops_the_node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    peers = {n: f"127.0.0.1:{free_port()}" for n in ("n1", "n2", "n3")}
+    peers = {n: f"127.0.0.1:{p}" for n, p in zip(("n1", "n2", "n3"), free_ports(3))}
     node = DLedger(NodeConfig("n1", "g", peers, str(tmp_path)), Counter())
     await node.start()
     try:

@@ -10,7 +10,6 @@ import asyncio
 import logging
 import os
 import random
-import socket
 import struct
 import time
 import tracemalloc
@@ -19,6 +18,7 @@ from typing import Any, AsyncIterator, Callable
 import pytest
 
 from dledger import codec
+from dledger.bench import free_ports
 from dledger.core.messages import AppendEntries, Entry, Message, NodeId, TimeoutNow
 from dledger.transport import Backoff, PeerTransport, TransportConfig
 
@@ -26,13 +26,6 @@ log = logging.getLogger(__name__)
 
 IDS = ("n1", "n2", "n3")
 CLUSTER = "g"
-
-
-def free_port() -> int:
-    """A port the OS hands out for port 0, for a node that must be known before it starts."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def until(cond: Callable[[], Any], timeout_s: float = 5.0, what: str = "condition") -> None:
@@ -48,7 +41,7 @@ class Net:
     """Up to three transports of one cluster, recording what each receives."""
 
     def __init__(self) -> None:
-        self.ports = {i: free_port() for i in IDS}
+        self.ports = dict(zip(IDS, free_ports(len(IDS))))
         self.got: dict[str, list[Message]] = {i: [] for i in IDS}
         self.down: dict[str, list[str]] = {i: [] for i in IDS}
         self.t: dict[str, PeerTransport] = {}
