@@ -367,3 +367,13 @@ def test_mixed_request_retry_is_stored_once(leader_url: str) -> None:
     for _ in range(3):  # retries (the round-robin queue moves on between them)
         assert post(f"{leader_url}/v1/topics/t-mixed/messages", req)[2]["results"] == first
     assert sum(max_offsets(leader_url, "t-mixed")) == 4
+
+
+# -- queue locks ---------------------------------------------------------------
+def test_queue_lock_lease_defaults_to_the_longest_and_refuses_zero(leader_url: str) -> None:
+    make_topic(leader_url, "locks", 2)
+    url = leader_url + "/v1/groups/lg/locks"
+    status, _, body = post(url, {"topic": "locks", "client_id": "c1", "queue_ids": [0]})
+    assert status == 200 and body["lease_ms"] == 10_000, body
+    status, _, body = post(url, {"topic": "locks", "client_id": "c1", "queue_ids": [1], "lease_ms": 0})
+    assert status == 400 and body["error"] == "invalid_argument", body
