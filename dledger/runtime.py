@@ -201,12 +201,19 @@ class DLedger:
         self._hs_store = FileHardStateStore(data)
         applied = applied_index
         snaps = self._snapshot_indexes()
-        if snaps and snaps[-1] > applied_index:
-            # The state machine is older than a snapshot this node holds (it
-            # installed one from the leader): start from that snapshot.
-            latest = self._load_snapshot(snaps[-1])
-            self._sm.restore(latest.data)
-            applied = latest.meta.index
+        start = self.store.first_index() - 1
+        if applied_index < start:
+            # The log no longer holds the entries after the state machine's
+            # checkpoint (a snapshot was installed from a leader, or retention
+            # deleted them): start from the snapshot the log starts after. A
+            # newer snapshot (this node's own, taken at a segment boundary) is
+            # never restored while the log can still rebuild the state by
+            # replay: restoring it would drop every derived entry before it.
+            base = self._load_snapshot(start)
+            self._sm.restore(base.data)
+            applied = start
+            log.info("node=%s state restored from the snapshot at index=%d (state machine was at %d)",
+                     config.node_id, start, applied_index)
         hard_state = self._hs_store.load()
         # A marker file keeps "recovering" across restarts until caught up.
         self._recovering_marker = data / "recovering"
@@ -219,7 +226,6 @@ class DLedger:
             log.warning("node=%s rejoining with lost data: no votes until caught up with a leader", config.node_id)
         self.core = RaftCore(config.core_config(), self.store, hard_state, applied_index=applied,
                              recovering=recovering)
-        start = self.store.first_index() - 1
         if start > 0 and start in snaps:
             self.core.set_snapshot(self._load_snapshot(start))
         self._applied_segment: int | None = None

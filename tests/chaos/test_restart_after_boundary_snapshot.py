@@ -31,8 +31,6 @@ async def _min_offsets(url: str) -> dict[int, tuple[int, int]]:
     return {q["queue_id"]: (q["min_offset"], q["max_offset"]) for q in t["queue_offsets"]}
 
 
-@pytest.mark.xfail(strict=True, reason="broker: restart restores the node's own boundary snapshot and empties its "
-                                       "ConsumeQueues (dledger/runtime.py Node.__init__ -> StateMachine.restore)")
 async def test_a_node_killed_between_a_boundary_snapshot_and_a_checkpoint_still_serves_everything(
         tmp_path: Path) -> None:
     # Long checkpoint interval: every boundary snapshot is newer than the checkpoint.
