@@ -44,6 +44,11 @@ unsigned integer, ``src`` and ``dst`` node ids (as in the hello)::
        5  TimeoutNow            (none)
        6  InstallSnapshot       meta_index, meta_term, meta_next_position, data
        7  InstallSnapshotReply  match_index
+       8  FetchEntry            index
+       9  FetchEntryReply       entry
+
+In ``FetchEntry`` and ``FetchEntryReply`` ``term`` is the term of the entry
+asked for (they repair a damaged entry in place and are not Raft messages).
 
 ``entries`` is an array of entries, each a 4-item array
 ``[term, index, kind, data]``: ``kind`` is ``EntryKind`` (0 NORMAL, 1 NOOP),
@@ -72,6 +77,8 @@ from dledger.core.messages import (
     EntryKind,
     InstallSnapshot,
     InstallSnapshotReply,
+    FetchEntry,
+    FetchEntryReply,
     Message,
     NodeId,
     RequestVote,
@@ -100,6 +107,8 @@ REQUEST_VOTE_REPLY: Final = 4
 TIMEOUT_NOW: Final = 5
 INSTALL_SNAPSHOT: Final = 6
 INSTALL_SNAPSHOT_REPLY: Final = 7
+FETCH_ENTRY: Final = 8
+FETCH_ENTRY_REPLY: Final = 9
 
 assert FRAME_HEADER_BYTES == 4
 
@@ -159,6 +168,15 @@ def _enc_install_snapshot_reply(m: InstallSnapshotReply) -> list[Any]:
     return [INSTALL_SNAPSHOT_REPLY, m.term, m.src, m.dst, m.match_index]
 
 
+def _enc_fetch_entry(m: FetchEntry) -> list[Any]:
+    return [FETCH_ENTRY, m.term, m.src, m.dst, m.index]
+
+
+def _enc_fetch_entry_reply(m: FetchEntryReply) -> list[Any]:
+    e = m.entry
+    return [FETCH_ENTRY_REPLY, m.term, m.src, m.dst, [e.term, e.index, int(e.kind), e.data]]
+
+
 _ENCODERS: Final[dict[type, Callable[[Any], list[Any]]]] = {
     AppendEntries: _enc_append_entries,
     AppendEntriesReply: _enc_append_entries_reply,
@@ -167,6 +185,8 @@ _ENCODERS: Final[dict[type, Callable[[Any], list[Any]]]] = {
     TimeoutNow: _enc_timeout_now,
     InstallSnapshot: _enc_install_snapshot,
     InstallSnapshotReply: _enc_install_snapshot_reply,
+    FetchEntry: _enc_fetch_entry,
+    FetchEntryReply: _enc_fetch_entry_reply,
 }
 
 
@@ -289,6 +309,25 @@ def _dec_install_snapshot_reply(o: list[Any]) -> InstallSnapshotReply:
                                 _nat(o[4], "match_index"))
 
 
+def _dec_fetch_entry(o: list[Any]) -> FetchEntry:
+    _arity(o, 5, "FetchEntry")
+    return FetchEntry(_nat(o[1], "term"), NodeId(_name(o[2], "src")), NodeId(_name(o[3], "dst")),
+                      _nat(o[4], "index"))
+
+
+def _dec_fetch_entry_reply(o: list[Any]) -> FetchEntryReply:
+    _arity(o, 5, "FetchEntryReply")
+    raw = o[4]
+    if type(raw) is not list or len(raw) != 4:
+        raise CodecError("FetchEntryReply entry must be a 4-item array [term, index, kind, data]")
+    et, ei, ek, ed = raw
+    term = _nat(o[1], "term")
+    if type(ed) is not bytes or type(ek) is not int or ek not in _KINDS or _nat(et, "entry term") != term:
+        raise CodecError("FetchEntryReply entry needs [term (the message's), index, kind 0|1, bin data]")
+    return FetchEntryReply(term, NodeId(_name(o[2], "src")), NodeId(_name(o[3], "dst")),
+                           Entry(et, _nat(ei, "entry index"), ed, _KINDS[ek]))
+
+
 _DECODERS: Final[dict[int, Callable[[list[Any]], Message]]] = {
     APPEND_ENTRIES: _dec_append_entries,
     APPEND_ENTRIES_REPLY: _dec_append_entries_reply,
@@ -297,6 +336,8 @@ _DECODERS: Final[dict[int, Callable[[list[Any]], Message]]] = {
     TIMEOUT_NOW: _dec_timeout_now,
     INSTALL_SNAPSHOT: _dec_install_snapshot,
     INSTALL_SNAPSHOT_REPLY: _dec_install_snapshot_reply,
+    FETCH_ENTRY: _dec_fetch_entry,
+    FETCH_ENTRY_REPLY: _dec_fetch_entry_reply,
 }
 
 

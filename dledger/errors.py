@@ -41,6 +41,17 @@ class CorruptLog(DLedgerError):
     """The stored log is damaged somewhere other than a repairable tail."""
 
 
+class EntryDamaged(CorruptLog):
+    """A stored entry failed its check (magic, size, term, index, kind or body
+    CRC) when read. It is reported, never served, and repaired from a peer that
+    holds the same (index, term) (see ``FileLogStore.repair``); reads of it fail
+    until then. ``index`` names the entry."""
+
+    def __init__(self, index: int, problem: str) -> None:
+        self.index = index
+        super().__init__(f"entry {index} is damaged on disk ({problem}); it is being repaired from a peer")
+
+
 class CodecError(DLedgerError):
     """A peer frame could not be decoded or is not a valid message."""
 

@@ -164,6 +164,31 @@ class InstallSnapshotReply:
     match_index: int
 
 
+@dataclass(slots=True, frozen=True)
+class FetchEntry:
+    """Any node -> a peer: send me your copy of entry ``index`` of term
+    ``term`` (``term`` is the entry's, not the sender's current term). Sent by a
+    node that found that entry damaged on its disk, to repair it in place
+    (protocol-aware recovery, Alagappan et al., FAST 2018). Not part of Raft:
+    the runtime answers it from its store and never hands it to the core."""
+
+    term: int
+    src: NodeId
+    dst: NodeId
+    index: int
+
+
+@dataclass(slots=True, frozen=True)
+class FetchEntryReply:
+    """A peer's intact copy of the entry a ``FetchEntry`` asked for (same index
+    and term: by Raft's log matching property, the same entry)."""
+
+    term: int
+    src: NodeId
+    dst: NodeId
+    entry: Entry
+
+
 Message = Union[
     AppendEntries,
     AppendEntriesReply,
@@ -172,6 +197,8 @@ Message = Union[
     TimeoutNow,
     InstallSnapshot,
     InstallSnapshotReply,
+    FetchEntry,
+    FetchEntryReply,
 ]
 
 MESSAGE_TYPES: tuple[type, ...] = (
@@ -182,4 +209,6 @@ MESSAGE_TYPES: tuple[type, ...] = (
     TimeoutNow,
     InstallSnapshot,
     InstallSnapshotReply,
+    FetchEntry,
+    FetchEntryReply,
 )

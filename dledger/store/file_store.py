@@ -20,6 +20,13 @@ entries are written over it (once per leader change). Reads of the recent tail a
 served from an in-memory ``TailCache``; older entries are found through the
 index with ``os.pread`` on cached descriptors and checked against their CRC.
 
+Damage: an entry found damaged (by the scrub on open, ``recovery.py``, or
+when read) is recorded, never served (reads stop before it, ``read_at`` over it
+raises ``EntryDamaged``) and listed by ``damaged``; the runtime fetches an
+intact copy of the same (index, term) from a peer and ``repair`` writes it
+back in place. A conflict truncation, a compaction or a reset forgets damage
+in what it removes.
+
 Threading: the runtime may run ``flush`` in a worker thread while the event
 loop reads. Mutations and ``flush`` hold one lock; reads take none (they only
 read state that a mutation replaces, and the runtime never appends while a
@@ -36,7 +43,7 @@ from pathlib import Path
 from typing import Final, Sequence
 
 from dledger.core.messages import Entry, EntryKind, SnapshotMeta
-from dledger.errors import CorruptLog, StorageFailure
+from dledger.errors import CorruptLog, EntryDamaged, StorageFailure
 from dledger.store import log_start
 from dledger.store.durable import make_dirs
 from dledger.store.entry_format import (
@@ -144,6 +151,10 @@ class FileLogStore:
         self._last = tail.last_index
         self._last_term = tail.last_term
         self._end = tail.end  # end of the last frame: the next one is placed from here
+        # Entries found damaged in place (at open, or when read): never served,
+        # repaired from a peer (``repair``). Kept sorted by index.
+        self._damaged: dict[int, IndexRecord] = {r.index: r for r in tail.damaged}
+        self.lost_entries_on_open = tail.lost_entries
         log.info("event=open dir=%s first_index=%d last_index=%d end=%d flush=%s", root,
                  self._snap_index + 1, self._last, self._end, config.flush)
 
@@ -172,6 +183,8 @@ class FileLogStore:
         out: list[Entry] = []
         if lo >= hi:
             return out
+        if self._damaged:
+            hi = self._stop_before_damage(lo, hi)
         size = 0
         cached_from = self._cache.first_index()
         if cached_from is None:
@@ -185,6 +198,53 @@ class FileLogStore:
         if lo < hi:
             self._cache.collect(lo, hi, max_bytes, out, size)
         return out
+
+    def _stop_before_damage(self, lo: int, hi: int) -> int:
+        """``hi`` clipped at the first damaged entry in [lo, hi); EntryDamaged if it is ``lo``."""
+        first = min((i for i in self._damaged if lo <= i < hi), default=None)
+        if first is None:
+            return hi
+        if first == lo:
+            raise EntryDamaged(lo, "found earlier, not yet repaired")
+        return first
+
+    # -- damage found on disk (see recovery.py) ------------------------------
+    def damaged(self) -> list[tuple[int, int]]:
+        """(index, term) of every entry known to be damaged on disk, oldest first."""
+        return sorted((i, r.term) for i, r in self._damaged.items())
+
+    def repair(self, entry: Entry) -> bool:
+        """Write a peer's intact copy of a damaged entry over the damaged frame,
+        in place, and make it durable (whatever the flush policy). Accepted only
+        if it is the same entry: same index and term (Raft's log matching
+        property), same kind and frame size. Returns whether it was repaired."""
+        with self._lock:
+            self._check_writable()
+            rec = self._damaged.get(entry.index)
+            if rec is None or (rec.term, rec.size, rec.kind) != (entry.term, HEADER_BYTES + len(entry.data),
+                                                                  int(entry.kind)):
+                return False
+            batch = encode_batch([entry], rec.position, self._sb)
+            if batch.positions != [rec.position] or len(batch.writes) != 1:
+                return False  # cannot happen for a frame that fit there before
+            seg, offset, data = batch.writes[0]
+            try:
+                self._segments.pwrite(seg, offset, data)
+                self._segments.sync()  # the index record already says what this frame is
+            except StorageFailure as exc:
+                self._failed = exc
+                raise
+            del self._damaged[entry.index]
+            log.warning("event=entry_repaired dir=%s index=%d term=%d position=%d", self._dir, entry.index,
+                        entry.term, rec.position)
+            return True
+
+    def _damaged_at(self, index: int, rec: IndexRecord, problem: str) -> EntryDamaged:
+        if index not in self._damaged:
+            self._damaged[index] = rec
+            log.error("event=damaged_entry dir=%s index=%d term=%d position=%d problem=%r: not served, to be "
+                      "repaired from a peer", self._dir, index, rec.term, rec.position, problem)
+        return EntryDamaged(index, problem)
 
     def snapshot_meta(self) -> SnapshotMeta:
         return SnapshotMeta(self._snap_index, self._snap_term, self._start_pos)
@@ -258,6 +318,10 @@ class FileLogStore:
             raise IndexError(f"position {position} outside the log [{self._start_pos}, {self._end})")
         if size == 0:
             return b""
+        if self._damaged:
+            for i, r in self._damaged.items():
+                if r.position < position + size and position < r.end:
+                    raise EntryDamaged(i, "found earlier, not yet repaired")
         hit = self._cache.read_at(position, size)
         if hit is not None:
             return hit
@@ -291,6 +355,8 @@ class FileLogStore:
             index_files = self._index.drop_through(start.index)
             self._cache.drop_through(start.index)
             self._snap_index, self._snap_term, self._start_pos = start.index, start.term, start.next_position
+            for i in [i for i in self._damaged if i <= start.index]:
+                del self._damaged[i]
             log.info("event=compact dir=%s requested=%d first_index=%d segments_deleted=%d index_files_deleted=%d",
                      self._dir, index, first, len(gone), index_files)
 
@@ -307,6 +373,7 @@ class FileLogStore:
             log_start.save(self._start_path, start)
             start = self._wipe(start)
             self._cache.clear()
+            self._damaged.clear()
             self._snap_index, self._snap_term, self._start_pos = start.index, start.term, start.next_position
             self._last, self._last_term, self._end = start.index, start.term, start.next_position
             log.info("event=reset dir=%s snapshot_index=%d snapshot_term=%d next_position=%d", self._dir,
@@ -400,6 +467,8 @@ class FileLogStore:
         self._segments.sync()
         self._index.sync()
         self._cache.truncate_after(index)
+        for i in [i for i in self._damaged if i > index]:
+            del self._damaged[i]  # overwritten by the leader's entries: nothing left to repair
         self._last, self._last_term, self._end = index, term, end
         log.info("event=truncate dir=%s from_index=%d entries=%d bytes=%d", self._dir, index + 1,
                  dropped_entries, dropped_bytes)
@@ -445,7 +514,12 @@ class FileLogStore:
                     frame = buf[pos - pos0 : pos - pos0 + fsize]
                     problem = check_frame(frame, index + k, term, fsize, kind)
                     if problem is not None:
-                        raise CorruptLog(f"entry {index + k} at position {pos} in {self._dir}: {problem}")
+                        # Damage to stored data: reported, never served; the
+                        # entries before it are returned, it is repaired from a peer.
+                        exc = self._damaged_at(index + k, IndexRecord(index + k, pos, term, fsize, kind), problem)
+                        if not out:
+                            raise exc
+                        return size
                     out.append(Entry(term, index + k, bytes(frame[HEADER_BYTES:]), EntryKind(kind)))
                 i = j
             index += take

@@ -22,6 +22,8 @@ from dledger.core.messages import (
     EntryKind,
     InstallSnapshot,
     InstallSnapshotReply,
+    FetchEntry,
+    FetchEntryReply,
     Message,
     NodeId,
     RequestVote,
@@ -54,6 +56,9 @@ MESSAGES: list[Message] = [
     InstallSnapshot(5, A, B, Snapshot(SnapshotMeta(100, 4, 123456), b"state")),
     InstallSnapshot(5, A, B, Snapshot(SnapshotMeta(0, 0, 0), b"")),
     InstallSnapshotReply(5, B, A, 100),
+    FetchEntry(6, A, B, 42),
+    FetchEntryReply(6, B, A, Entry(6, 42, b"payload")),
+    FetchEntryReply(6, B, A, Entry(6, 43, b"", EntryKind.NOOP)),
 ]
 
 
@@ -99,6 +104,10 @@ messages = st.one_of(
     st.builds(InstallSnapshot, nat, ids, ids, st.builds(Snapshot, st.builds(SnapshotMeta, nat, nat, nat),
                                                          st.binary(max_size=256))),
     st.builds(InstallSnapshotReply, nat, ids, ids, nat),
+    st.builds(FetchEntry, nat, ids, ids, nat),
+    nat.flatmap(lambda t: st.builds(FetchEntryReply, st.just(t), ids, ids,
+                                    st.builds(Entry, st.just(t), nat, st.binary(max_size=64),
+                                              st.sampled_from(list(EntryKind))))),
 )
 
 

@@ -11,7 +11,7 @@ from typing import Iterator
 import pytest
 
 from dledger.core.messages import Entry, EntryKind, HardState, NodeId, SnapshotMeta
-from dledger.errors import CorruptLog, StorageFailure
+from dledger.errors import CorruptLog, EntryDamaged, StorageFailure
 from dledger.store.entry_format import BLANK_BYTES, HEADER_BYTES, place
 from dledger.store.file_store import FileHardStateStore, FileLogStore, StoreConfig
 from dledger.store.index_file import RECORD_BYTES
@@ -390,7 +390,7 @@ def test_empty_last_segment_is_dropped_and_the_one_before_checked(tmp_path: Path
     assert store.body_position(store.last_index()) == expected_positions(entries)[store.last_index() - 1] + HEADER_BYTES
 
 
-def test_corrupt_entry_in_an_older_segment_raises_corrupt_log_when_read(tmp_path: Path) -> None:
+def test_corrupt_entry_in_an_older_segment_is_found_on_open_and_never_served(tmp_path: Path) -> None:
     entries = written_store(tmp_path)
     positions = expected_positions(entries)
     first_seg = tmp_path / "commitlog" / segments(tmp_path)[0]
@@ -399,8 +399,8 @@ def test_corrupt_entry_in_an_older_segment_raises_corrupt_log_when_read(tmp_path
     first_seg.write_bytes(bytes(raw))
     store = open_store(tmp_path, cache_bytes=0)
     assert store.last_index() == len(entries)  # an older segment is not silently cut
-    with pytest.raises(CorruptLog):
-        store.entries(1, 5, 1 << 20)
+    assert store.damaged() == [(2, 1)]  # the scrub on open found it before any reader
+    assert store.entries(1, 5, 1 << 20) == entries[:1]  # served up to the damage, never past it
     with pytest.raises(CorruptLog):
         store.entries(2, 3, 0)
     assert store.entries(3, 5, 1 << 20) == entries[2:4]
@@ -420,9 +420,10 @@ def test_a_sound_frame_out_of_sequence_after_the_tail_is_cut(tmp_path: Path) -> 
     assert store.entries(len(entries) + 1, len(entries) + 2, 0) == [entry(len(entries) + 1, 2)]
 
 
-def test_damaged_last_entry_of_the_segment_before_the_newest_cuts_from_there(tmp_path: Path) -> None:
-    """Unsynced pages reach the disk in any order: a bad boundary entry is part of
-    the tail, so it and everything after it are cut, not served or kept behind a hole."""
+def test_a_damaged_entry_followed_by_sound_ones_is_kept_reported_and_repaired_not_cut(tmp_path: Path) -> None:
+    """A flipped bit inside the log is damage, not a torn tail: cutting there would
+    drop every sound entry after it (committed ones among them). The entry is kept,
+    reported, never served, and repaired in place from a peer's copy."""
     entries = written_store(tmp_path)
     positions = expected_positions(entries)
     names = segments(tmp_path)
@@ -433,14 +434,50 @@ def test_damaged_last_entry_of_the_segment_before_the_newest_cuts_from_there(tmp
     raw[positions[boundary] - prev_start + HEADER_BYTES + 3] ^= 0x10
     prev.write_bytes(bytes(raw))
     store = open_store(tmp_path, cache_bytes=0)
-    assert store.last_index() == boundary  # entry boundary + 1 (0-based boundary) went, and all after it
-    assert store.entries(1, boundary + 1, 1 << 30) == entries[:boundary]
-    assert segments(tmp_path) == names[:-1]
+    damaged = entries[boundary]
+    assert store.last_index() == len(entries)
+    assert store.damaged() == [(damaged.index, damaged.term)]
+    assert not store.lost_entries_on_open
+    assert segments(tmp_path) == names
+    assert store.entries(1, len(entries) + 1, 1 << 30) == entries[:boundary]  # stops before it
+    with pytest.raises(EntryDamaged):
+        store.entries(damaged.index, damaged.index + 1, 1 << 30)
+    with pytest.raises(EntryDamaged):
+        store.read_at(store.body_position(damaged.index), 8)
+    assert store.entries(damaged.index + 1, len(entries) + 1, 1 << 30) == entries[boundary + 1 :]
+    assert not store.repair(Entry(damaged.term + 1, damaged.index, damaged.data))  # not the same entry
+    assert not store.repair(Entry(damaged.term, damaged.index, damaged.data + b"x"))
+    assert store.repair(damaged)
+    assert store.damaged() == []
+    assert store.entries(1, len(entries) + 1, 1 << 30) == entries
+    store.close()
+    store = open_store(tmp_path, cache_bytes=0)
+    assert store.damaged() == [] and store.entries(1, len(entries) + 1, 1 << 30) == entries
 
 
-def test_hole_in_an_unflushed_batch_spanning_two_segments_is_cut_there(tmp_path: Path) -> None:
-    """The last batch may start in the segment before the newest one: a page of it
-    that never reached the disk is a torn tail, not damage to trust or to trip on."""
+def test_a_damaged_entry_found_when_read_is_reported_and_never_served(tmp_path: Path) -> None:
+    store = open_store(tmp_path, cache_bytes=0)
+    entries = batch(1, 12)
+    store.append(entries)
+    positions = expected_positions(entries)
+    seg0 = tmp_path / "commitlog" / segments(tmp_path)[0]
+    with open(seg0, "r+b") as f:  # damage it behind the open store's back
+        f.seek(positions[2] + HEADER_BYTES + 5)
+        b = f.read(1)
+        f.seek(positions[2] + HEADER_BYTES + 5)
+        f.write(bytes([b[0] ^ 1]))
+    assert store.entries(1, 12, 1 << 30) == entries[:2]
+    assert store.damaged() == [(3, 1)]
+    with pytest.raises(EntryDamaged):
+        store.entries(3, 12, 1 << 30)
+    assert store.repair(entries[2])
+    assert store.entries(1, 12, 1 << 30) == entries
+
+
+def test_hole_in_an_unflushed_batch_is_damage_in_place_when_sound_entries_follow(tmp_path: Path) -> None:
+    """Unsynced pages reach the disk in any order: a page of the last batch that
+    never reached the disk, with sound entries after it, is kept as damaged (to
+    be repaired from a peer, or overwritten by a leader) rather than cut."""
     store = open_store(tmp_path, flush="sync")
     flushed = [entry(i, size=600) for i in range(1, 5)]  # 632-byte frames: 6 per segment
     store.append(flushed)
@@ -456,14 +493,25 @@ def test_hole_in_an_unflushed_batch_spanning_two_segments_is_cut_there(tmp_path:
     seg0.write_bytes(bytes(raw))
 
     store = open_store(tmp_path, cache_bytes=0)
-    assert store.last_index() == 4
-    assert store.entries(1, 5, 1 << 30) == flushed
-    assert segments(tmp_path) == [seg0.name]
+    assert store.last_index() == 10
+    assert store.damaged() == [(5, 1)]
+    assert store.entries(1, 11, 1 << 30) == flushed
 
 
-def test_a_torn_rollover_ends_the_log_before_it(tmp_path: Path) -> None:
-    """Recovery accepts a segment boundary only if the frame before it and the
-    end-of-segment marker after that frame are both sound."""
+def test_a_torn_tail_with_nothing_sound_after_it_is_cut(tmp_path: Path) -> None:
+    store = open_store(tmp_path, flush="sync")
+    entries = [entry(i, size=600) for i in range(1, 9)]
+    store.append(entries)
+    store.close()
+    positions = expected_positions(entries)
+    last = tmp_path / "commitlog" / segments(tmp_path)[-1]
+    os.truncate(last, positions[7] - int(last.name) + 40)  # entry 8 torn
+    store = open_store(tmp_path, cache_bytes=0)
+    assert store.last_index() == 7 and store.damaged() == [] and not store.lost_entries_on_open
+    assert store.entries(1, 8, 1 << 30) == entries[:7]
+
+
+def test_a_torn_end_of_segment_marker_is_rewritten_when_the_next_segment_is_sound(tmp_path: Path) -> None:
     store = open_store(tmp_path)
     entries = [entry(i, size=1000) for i in range(1, 6)]  # 3 frames of 1032 bytes and a marker per segment
     store.append(entries)
@@ -471,24 +519,47 @@ def test_a_torn_rollover_ends_the_log_before_it(tmp_path: Path) -> None:
     seg0 = tmp_path / "commitlog" / segments(tmp_path)[0]
     os.truncate(seg0, 3 * 1032 + 4)  # the marker at the end of segment 0 is torn
     store = open_store(tmp_path, cache_bytes=0)
+    assert store.last_index() == 5 and store.damaged() == []
+    assert store.entries(1, 6, 1 << 30) == entries
+    store.close()
+    assert os.path.getsize(seg0) == 3 * 1032 + BLANK_BYTES  # the marker is whole again
+
+
+def test_a_torn_rollover_with_nothing_after_it_ends_the_log_before_it(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    entries = [entry(i, size=1000) for i in range(1, 5)]
+    store.append(entries)
+    store.close()
+    names = segments(tmp_path)
+    seg0 = tmp_path / "commitlog" / names[0]
+    os.truncate(seg0, 3 * 1032 + 4)  # torn marker
+    os.truncate(tmp_path / "commitlog" / names[1], 10)  # and the next segment's first frame torn
+    store = open_store(tmp_path, cache_bytes=0)
     assert store.last_index() == 3
     assert segments(tmp_path) == [seg0.name]
     store.append([entries[3]])  # and the rollover is redone identically
     assert store.body_position(4) == SEG + HEADER_BYTES
 
 
-def test_damage_older_than_the_newest_two_segments_is_refused_not_cut(tmp_path: Path) -> None:
-    """Segments older than the newest two are durable before a new one is made:
-    damage there is corruption, and cutting would silently drop durable entries."""
+def test_damage_that_cannot_be_bounded_in_an_old_segment_is_cut_and_reported_as_lost(tmp_path: Path) -> None:
+    """Segments older than the newest two are durable: a frame there whose bounds
+    neither its header nor the index can give is cut, and the store says it dropped
+    durable entries (the node must then not vote until a leader gives them back)."""
     store = open_store(tmp_path)
     entries = [entry(i, size=1000) for i in range(1, 10)]  # segments 0, 1, 2
     store.append(entries)
     store.close()
     seg0 = tmp_path / "commitlog" / segments(tmp_path)[0]
-    os.truncate(seg0, 3 * 1032 + 4)
-    with pytest.raises(CorruptLog):
-        open_store(tmp_path)
-    assert len(segments(tmp_path)) == 3  # nothing was deleted
+    raw = bytearray(seg0.read_bytes())
+    raw[1032 : 1032 + 8] = bytes(8)  # entry 2's magic and size gone
+    seg0.write_bytes(bytes(raw))
+    index0 = tmp_path / "index" / sorted(os.listdir(tmp_path / "index"))[0]
+    iraw = bytearray(index0.read_bytes())
+    iraw[RECORD_BYTES : 2 * RECORD_BYTES] = bytes(RECORD_BYTES)  # and its index record
+    index0.write_bytes(bytes(iraw))
+    store = open_store(tmp_path, cache_bytes=0)
+    assert store.last_index() == 1
+    assert store.lost_entries_on_open
 
 
 def test_a_missing_log_start_checkpoint_is_refused_when_log_files_exist(tmp_path: Path) -> None:

@@ -6,7 +6,8 @@ per directory, which names the last directory fsync made durable. At the
 last fdatasync (cut short, or pages never written and read back as zeros), and
 files whose creation was never made durable may vanish. After a reopen every
 flushed entry must still be there (``sync`` policy), only a prefix of what was
-appended may be served, and appends must continue at the positions a replica
+appended may be kept (with entries damaged in the middle of it reported, for
+repair from a peer, and never served), and appends must continue at the positions a replica
 that never crashed would use.
 """
 
@@ -112,6 +113,12 @@ def test_power_loss_keeps_every_flushed_entry_and_serves_only_a_prefix(
     store = FileLogStore(root, _config(flush))
     last = store.last_index()
     assert flushed_last <= last <= len(written)
+    # A lost page with sound entries after it is damage in place, not a torn
+    # tail: reported (never a flushed entry), and repaired from a peer's copy.
+    for index, term in store.damaged():
+        assert flushed_last < index <= last and written[index - 1].term == term
+        assert store.repair(written[index - 1])
+    assert store.damaged() == []
     assert store.entries(1, last + 1, 1 << 30) == written[:last]
 
     # The log goes on exactly as on a replica that never crashed.
