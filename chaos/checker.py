@@ -1,9 +1,15 @@
 """The chaos checker: pure functions over a run's history and what every node
 holds at the end, in the manner of Jepsen's total-queue and Kafka checkers.
 
-``check(history, contents, non_idempotent=...)``: ``contents`` maps each node
-drained after healing to ``{(queue_id, offset): body}``. Message bodies are
-unique per send (``p3-000123``), which is what makes the checks below exact.
+``check(history, contents, non_idempotent=..., unread=..., unreadable=...,
+lookups=...)``: ``contents`` maps each node drained after healing to
+``{(queue_id, offset): body}``; ``unread`` names the nodes that could not be
+read at all (and why); ``unreadable`` maps a node to the offsets it answered
+with an error (and the error); ``lookups`` maps a node to what its lookups by
+key answered (the positions found, or an error). Every node of the group is
+in ``contents`` or ``unread``. Message bodies are unique per send
+(``p3-000123``) and are their messages' keys, which is what makes the checks
+below exact.
 
 Anomalies (any one fails the run):
 
@@ -23,7 +29,12 @@ Anomalies (any one fails the run):
 - ``nonmonotonic``: a producer's send acknowledged before another of its
   sends was invoked, to the same queue, but at a later (or equal) offset.
 - ``gaps``: an offset below a queue's end that no node holds (queues are dense).
-- ``lost_on_node``: a node lacking, at the end, what another node holds.
+- ``lost_on_node``: a node lacking, at the end, what another node holds
+  (with the error when the node answered one for that offset).
+- ``unread_nodes``: a node that could not be read at the end (down, crashed,
+  or not answering): everything acknowledged is missing on it.
+- ``lookup_failed``: a lookup by key on a node that did not find a message
+  that node holds (or answered an error, or found it elsewhere).
 - ``offsets_backwards``: a consumer group's committed offset seen going
   back: in the answers to its commits (in real-time order), in one node's
   answers over one process lifetime, or at the end compared with anything
@@ -32,6 +43,9 @@ Anomalies (any one fails the run):
   consumer group never delivered.
 - ``crashes``: a node process that exited without being killed.
 - ``not_converged``: after healing the nodes never agreed on one applied index.
+
+``CheckResult.per_node`` says, for every node, whether it was read, how
+many messages it holds, and how many acknowledged messages it lacks.
 
 ``availability(history)`` gives, for each fault, how long writes were refused
 or hung, the failover time after each leader kill, and send latency
@@ -53,7 +67,8 @@ Pos = tuple[int, int]  # (queue_id, queue offset)
 Contents = Mapping[str, Mapping[Pos, str]]
 
 ANOMALIES: Final = ("lost", "unexpected", "inconsistent", "duplicated", "nonmonotonic", "gaps", "lost_on_node",
-                    "offsets_backwards", "undelivered", "crashes", "not_converged")
+                    "unread_nodes", "lookup_failed", "offsets_backwards", "undelivered", "crashes", "not_converged")
+PER_NODE_EXAMPLES: Final = 5
 MAX_SOURCES: Final = 4  # sources kept per body of an inconsistent offset
 FAILOVER_GOAL_P50_S: Final = 0.25
 FAILOVER_GOAL_MAX_S: Final = 1.5
@@ -80,6 +95,11 @@ class CheckResult:
     nonmonotonic: list[dict[str, Any]] = field(default_factory=list)
     gaps: list[dict[str, Any]] = field(default_factory=list)
     lost_on_node: list[dict[str, Any]] = field(default_factory=list)
+    unread_nodes: list[dict[str, Any]] = field(default_factory=list)
+    lookup_failed: list[dict[str, Any]] = field(default_factory=list)
+    # node -> read, why (not read), held, missing (of what any node holds),
+    # unreadable (offsets answered with an error), acked_missing, examples
+    per_node: dict[str, dict[str, Any]] = field(default_factory=dict)
     offsets_backwards: list[dict[str, Any]] = field(default_factory=list)
     undelivered: list[dict[str, Any]] = field(default_factory=list)
     crashes: list[dict[str, Any]] = field(default_factory=list)
@@ -113,6 +133,7 @@ class CheckResult:
         for x in self.lost_on_node:
             by_node[x["node"]] += 1
         out["lost_on_node"]["by_node"] = dict(by_node)
+        out["per_node"] = self.per_node
         return out
 
 
@@ -154,11 +175,17 @@ class _Observations:
                     self.conflict(pos, held, f"final@{node}")
 
 
-def check(history: History | Iterable[Op], contents: Contents, *, non_idempotent: Iterable[str] = ()) -> CheckResult:
-    """Check a run. ``non_idempotent``: producer ids whose duplicates are expected."""
+def check(history: History | Iterable[Op], contents: Contents, *, non_idempotent: Iterable[str] = (),
+          unread: Mapping[str, str] | None = None,
+          unreadable: Mapping[str, Mapping[Pos, str]] | None = None,
+          lookups: Mapping[str, Mapping[str, list[Pos] | str]] | None = None) -> CheckResult:
+    """Check a run. ``non_idempotent``: producer ids whose duplicates are expected;
+    ``unread``, ``unreadable`` and ``lookups``: see the module docstring."""
     ops = list(history)
     non_idem = set(non_idempotent)
-    r = CheckResult(nodes=sorted(contents))
+    unread = dict(unread or {})
+    unreadable = unreadable or {}
+    r = CheckResult(nodes=sorted(set(contents) | set(unread)))
     sends = [o for o in ops if o.kind == SEND]
     producer_of = {o.value: o.process for o in sends if o.value is not None}
     failed_bodies = {o.value for o in sends if o.outcome == FAIL}
@@ -252,8 +279,33 @@ def check(history: History | Iterable[Op], contents: Contents, *, non_idempotent
             expect = off + 1
     for node in sorted(contents):
         held = contents[node]
+        errors = unreadable.get(node, {})
         for pos in sorted(set(union) - set(held)):
-            r.lost_on_node.append({"node": node, "queue_id": pos[0], "offset": pos[1], "body": union[pos]})
+            item = {"node": node, "queue_id": pos[0], "offset": pos[1], "body": union[pos]}
+            if pos in errors:
+                item["error"] = errors[pos]
+            r.lost_on_node.append(item)
+    for node in sorted(unread):
+        r.unread_nodes.append({"node": node, "why": unread[node]})
+    lookups = lookups or {}
+    for node in sorted(lookups):
+        at = {body: pos for pos, body in contents.get(node, {}).items()}
+        for key, found in sorted(lookups[node].items()):
+            pos = at.get(key)
+            if pos is None:
+                continue  # not held by the node: reported as lost_on_node already
+            if isinstance(found, str):
+                problem = f"error: {found}"
+            elif pos not in [tuple(p) for p in found]:
+                problem = "not found" if not found else f"found at {sorted(tuple(p) for p in found)}"
+            else:
+                continue
+            r.lookup_failed.append({"node": node, "key": key, "queue_id": pos[0], "offset": pos[1],
+                                    "problem": problem})
+    r.per_node = _per_node(r.nodes, contents, unread, unreadable, acked, union)
+    for node, pn in r.per_node.items():
+        pn["lookups"] = len(lookups.get(node, {}))
+        pn["lookup_failed"] = sum(1 for x in r.lookup_failed if x["node"] == node)
 
     r.offsets_backwards = _offsets_backwards(ops)
 
@@ -276,6 +328,27 @@ def check(history: History | Iterable[Op], contents: Contents, *, non_idempotent
         elif o.kind == CONVERGE and o.outcome == FAIL:
             r.not_converged.append({"at": round(o.invoke, 3), **(o.detail or {})})
     return r
+
+
+def _per_node(nodes: list[str], contents: Contents, unread: Mapping[str, str],
+              unreadable: Mapping[str, Mapping[Pos, str]], acked: list[Op],
+              union: Mapping[Pos, str]) -> dict[str, dict[str, Any]]:
+    """What each node holds and lacks: acknowledged messages missing on it, wherever
+    they were acknowledged (a node not read lacks them all)."""
+    out: dict[str, dict[str, Any]] = {}
+    for node in nodes:
+        held = contents.get(node)
+        if held is None:
+            out[node] = {"read": False, "why": unread.get(node, "not read"), "held": 0, "missing": len(union),
+                         "unreadable": 0, "acked_missing": len(acked), "examples": []}
+            continue
+        bodies = set(held.values())
+        missing = [o for o in acked if o.value not in bodies]
+        out[node] = {"read": True, "held": len(held), "missing": len(set(union) - set(held)),
+                     "unreadable": len(unreadable.get(node, {})), "acked_missing": len(missing),
+                     "examples": [{"body": o.value, "queue_id": o.queue_id, "offset": o.offset}
+                                  for o in missing[:PER_NODE_EXAMPLES]]}
+    return out
 
 
 def _nonmonotonic(proc: str, ops: list[Op]) -> list[dict[str, Any]]:

@@ -19,7 +19,8 @@ from chaos.workload import WorkloadConfig
 
 @click.group("chaos")
 def chaos_group() -> None:
-    """Kill, pause, partition and corrupt a real local group under load; check nothing acknowledged is lost."""
+    """Kill, pause, partition and damage the storage of a real local group under load; check nothing
+    acknowledged is lost."""
 
 
 @chaos_group.command("run")
@@ -55,6 +56,9 @@ def chaos_group() -> None:
                                                "removed when the run passes).")
 @click.option("--keep-data", is_flag=True, help="Keep the temporary directory even when the run passes.")
 @click.option("--quiet", is_flag=True, help="No progress line.")
+@click.option("--rejoin-wiped", is_flag=True,
+              help="Restart a wiped node with the broker's --rejoin (the old operator workaround). By default it "
+                   "restarts with no flag, and the broker must notice by itself that its data is gone.")
 @click.option("--wipe-majority", is_flag=True, hidden=True,
               help="Instead of the schedule: lose a majority's data mid-run (the checker must report loss).")
 def run_command(**opts: Any) -> None:
@@ -90,7 +94,7 @@ def run_command(**opts: Any) -> None:
                                     steady_period_ms=opts["steady_period_ms"], push_consumers=opts["consumers"],
                                     seed=opts["seed"]),
             base_dir=opts["base_dir"], out_dir=opts["out_dir"], progress=not opts["quiet"],
-            wipe_majority=opts["wipe_majority"], keep_data=opts["keep_data"])
+            wipe_majority=opts["wipe_majority"], keep_data=opts["keep_data"], rejoin_wiped=opts["rejoin_wiped"])
     except ValueError as exc:
         raise click.UsageError(str(exc))
     click.echo(f"chaos: seed {cfg.seed}, {cfg.nodes} nodes, flush {cfg.flush}, {cfg.duration_s:g} s, faults "

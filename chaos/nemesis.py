@@ -11,6 +11,13 @@ process per node (the layout of ``client/cluster.py``), each on its own
   last non-empty Raft log segment (``<data>/dledger/commitlog/<20 digits>``),
   what losing the page cache does to a node under async flush;
 - ``wipe``: on a killed node, delete its whole data directory (a lost disk);
+  it is restarted with no flag, as an operator who does not know would (the
+  broker must notice the lost data by itself; ``rejoin_wiped`` restores the
+  old ``--rejoin`` workaround);
+- ``corrupt_entry`` / ``corrupt_derived``: on a killed node, flip one bit in a
+  committed Raft log entry, or damage a ConsumeQueue, IndexFile or the broker
+  checkpoint (``chaos.damage``);
+- ``kill_all``: SIGKILL every node at once;
 - ``partition`` / ``heal``: iptables rules between node addresses
   (``chaos.netns``).
 
@@ -38,12 +45,19 @@ from client.cluster import free_port
 from client.errors import RaftMQError
 from client.http import Transport, TransportConfig
 
+from chaos import damage
 from chaos.netns import Firewall, cut_pairs
 
 log = logging.getLogger(__name__)
 
 SEGMENT_BYTES: Final = 1 << 20  # small segments: rollovers and boundary snapshots happen often
 CHECKPOINT_INTERVAL_MS: Final = 500
+# Whether the broker's node TOML takes ``bootstrap = true`` (the first start of a
+# new group, the only start on an empty data directory that may vote: issue 9,
+# case 8). The broker refuses unknown keys: this must be True exactly when
+# broker/config.py has the key (tests/unit/test_chaos_nemesis.py checks it).
+# Only the group's first start is marked; later starts, wiped or not, never are.
+BOOTSTRAP_KEY: Final = True
 
 
 @dataclass
@@ -69,8 +83,18 @@ class Group:
     """A local broker group of ``n`` nodes under ``base`` (see the module docstring)."""
 
     def __init__(self, base: Path, n: int, flush: str, *, distinct_hosts: bool, group: str = "chaos",
-                 segment_bytes: int = SEGMENT_BYTES, checkpoint_interval_ms: int = CHECKPOINT_INTERVAL_MS) -> None:
+                 segment_bytes: int = SEGMENT_BYTES, checkpoint_interval_ms: int = CHECKPOINT_INTERVAL_MS,
+                 rejoin_wiped: bool = False, bootstrap_key: bool = BOOTSTRAP_KEY) -> None:
+        """``rejoin_wiped``: restart a wiped node with ``--rejoin`` (by default it
+        gets no flag); ``bootstrap_key``: write ``bootstrap = true`` into each
+        node's TOML for the group's first start (see ``BOOTSTRAP_KEY``)."""
         self.base = base
+        self.group = group
+        self.flush = flush
+        self.segment_bytes = segment_bytes
+        self.checkpoint_interval_ms = checkpoint_interval_ms
+        self.rejoin_wiped = rejoin_wiped
+        self.bootstrap_key = bootstrap_key
         self.nodes: list[Node] = []
         for i in range(n):
             host = f"127.0.0.{i + 2}" if distinct_hosts else "127.0.0.1"
@@ -79,12 +103,7 @@ class Group:
             self.nodes.append(Node(f"n{i + 1}", host, f"http://{host}:{free_port(host)}",
                                    f"{host}:{free_port(host)}", d / "data", d / "node.toml", d / "broker.log"))
         for node in self.nodes:
-            lines = [f'node_id = "{node.id}"', f'group = "{group}"', f'data_dir = "{node.data_dir}"',
-                     f'flush = "{flush}"', f"segment_bytes = {segment_bytes}",
-                     f"checkpoint_interval_ms = {checkpoint_interval_ms}"]
-            for m in self.nodes:
-                lines += ["", f"[members.{m.id}]", f'http_url = "{m.http_url}"', f'raft_addr = "{m.raft_addr}"']
-            node.config_path.write_text("\n".join(lines) + "\n")
+            self.write_config(node, bootstrap=False)
         self.by_id = {n.id: n for n in self.nodes}
         self._firewall: Firewall | None = Firewall() if distinct_hosts else None
         self._probe = Transport([n.http_url for n in self.nodes],
@@ -96,21 +115,41 @@ class Group:
     def urls(self) -> list[str]:
         return [n.http_url for n in self.nodes]
 
+    def write_config(self, node: Node, *, bootstrap: bool) -> None:
+        """The node's TOML; ``bootstrap = true`` only when asked and the broker takes the key."""
+        lines = [f'node_id = "{node.id}"', f'group = "{self.group}"', f'data_dir = "{node.data_dir}"',
+                 f'flush = "{self.flush}"', f"segment_bytes = {self.segment_bytes}",
+                 f"checkpoint_interval_ms = {self.checkpoint_interval_ms}"]
+        if bootstrap and self.bootstrap_key:
+            lines.append("bootstrap = true")
+        for m in self.nodes:
+            lines += ["", f"[members.{m.id}]", f'http_url = "{m.http_url}"', f'raft_addr = "{m.raft_addr}"']
+        node.config_path.write_text("\n".join(lines) + "\n")
+
+    def start_flags(self, node: Node, rejoin: bool | None, bootstrap: bool | None) -> tuple[bool, bool]:
+        """``(rejoin, bootstrap)`` for the node's next start (see ``start``)."""
+        return (node.wiped and self.rejoin_wiped if rejoin is None else rejoin,
+                node.incarnation == 0 if bootstrap is None else bootstrap)
+
     # -- processes -----------------------------------------------------------------
-    def start(self, node: Node, rejoin: bool | None = None) -> None:
-        """Start the node's process (not waiting for it to serve). ``rejoin``
-        (default: whether its data was wiped since it last ran): it lost its
-        data, and neither votes nor campaigns until caught up (the broker's
-        ``--rejoin``). Call from the main thread: the parent-death signal is
-        tied to the thread that forks."""
+    def start(self, node: Node, rejoin: bool | None = None, bootstrap: bool | None = None) -> None:
+        """Start the node's process (not waiting for it to serve).
+
+        ``rejoin`` (default: its data was wiped since it last ran and the group
+        was made with ``rejoin_wiped``): pass the broker's ``--rejoin`` (it lost
+        its data; no votes until caught up). ``bootstrap`` (default: this is the
+        node's first start): mark the start as the first of a new group in its
+        TOML (only with ``bootstrap_key``). Call from the main thread: the
+        parent-death signal is tied to the thread that forks."""
         if node.alive():
             return
-        if rejoin is None:
-            rejoin = node.wiped
+        rejoin, bootstrap = self.start_flags(node, rejoin, bootstrap)
+        self.write_config(node, bootstrap=bootstrap)
         extra = ["--rejoin"] if rejoin else []
+        flags = (" --rejoin" if rejoin else "") + (" bootstrap" if bootstrap and self.bootstrap_key else "")
+        flags += " (data wiped)" if node.wiped else ""
         with open(node.log_path, "ab") as logf:
-            logf.write(f"---- chaos: start {node.id} (incarnation {node.incarnation + 1}){' --rejoin' if rejoin else ''}\n"
-                       .encode())
+            logf.write(f"---- chaos: start {node.id} (incarnation {node.incarnation + 1}){flags}\n".encode())
             logf.flush()
             node.proc = subprocess.Popen(
                 [*self._pdeathsig, sys.executable, "-m", "broker", "--config", str(node.config_path), *extra],
@@ -133,6 +172,21 @@ class Group:
             while p.poll() is None:
                 await asyncio.sleep(0.005)
         node.paused = False
+
+    async def kill_all(self) -> list[str]:
+        """SIGKILL every running node at once (paused ones too), then reap them all;
+        returns the ids of the nodes killed."""
+        procs = []
+        for n in self.nodes:
+            n.expect_exit = True
+            if n.proc is not None and n.proc.poll() is None:
+                n.proc.kill()
+                procs.append((n, n.proc))
+        for n, p in procs:
+            while p.poll() is None:
+                await asyncio.sleep(0.005)
+            n.paused = False
+        return [n.id for n, _ in procs]
 
     def pause(self, node: Node) -> bool:
         if node.alive() and not node.paused:
@@ -215,6 +269,22 @@ class Group:
             else:
                 f.truncate(size - n)
         return {"segment": last.name, "size": size, "bytes": n, "how": "corrupted" if corrupt else "cut"}
+
+    def corrupt_entry(self, node: Node, commit_index: int, region: str | None, seed: int) -> dict[str, Any]:
+        """Flip one bit in a committed entry (at or below ``commit_index``) of the
+        node's Raft log (``chaos.damage.corrupt_log_entry``). The node must be
+        down. File work: call it from a thread."""
+        if node.alive():
+            raise RuntimeError(f"corrupt: {node.id} is running")
+        return damage.corrupt_log_entry(node.data_dir, random.Random(seed), max_index=commit_index, region=region)
+
+    def corrupt_derived(self, node: Node, target: str, how: str, seed: int) -> dict[str, Any]:
+        """Damage a ConsumeQueue, IndexFile or the checkpoint of the node
+        (``chaos.damage.damage_derived``). The node must be down. File work: call
+        it from a thread."""
+        if node.alive():
+            raise RuntimeError(f"corrupt-derived: {node.id} is running")
+        return damage.damage_derived(node.data_dir, random.Random(seed), target, how)
 
     def wipe(self, node: Node) -> None:
         """Delete the node's whole data directory. The node must be down."""

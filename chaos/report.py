@@ -2,8 +2,10 @@
 
 - ``chaos-report.json``: the verdict and why, the seed, the configuration, the
   planned schedule and the faults as injected (with how long writes were
-  unavailable around each), operation counts, every anomaly's count and
-  examples, failover times after leader kills, latency percentiles by phase.
+  unavailable around each), the storage damage done (which file, entry, byte
+  and bit), operation counts, every anomaly's count and examples, what each
+  node lacks at the end, failover times after leader kills, latency
+  percentiles by phase.
 - ``chaos-report.html``: a summary table, the anomalies, and a timeline
   picture (throughput and latency over time with the fault windows shaded),
   drawn with matplotlib's Agg backend and embedded as a base64 PNG. Without
@@ -28,7 +30,35 @@ from chaos.history import COMMIT, DELIVER, FAULT, OK, PULL, SEND, History
 from chaos.runner import RunResult
 
 FAULT_COLORS = {"kill-leader": "#d62728", "kill": "#ff7f0e", "pause-leader": "#9467bd", "pause": "#c5b0d5",
-                "partition": "#1f77b4", "torn-tail": "#8c564b", "wipe": "#e377c2", "wipe-majority": "#000000"}
+                "partition": "#1f77b4", "torn-tail": "#8c564b", "wipe": "#e377c2", "wipe-majority": "#000000",
+                "corrupt": "#bcbd22", "corrupt-derived": "#17becf", "kill-all": "#7f7f7f"}
+STORAGE_FAULTS = ("torn-tail", "wipe", "corrupt", "corrupt-derived")
+
+
+def damage_done(h: History) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """The storage faults as injected, with what each damaged; and their counts by
+    kind of damage (``corrupt/body``, ``corrupt-derived/consumequeue/tear``, ...;
+    ``.../nothing`` when the node had nothing of that kind to damage)."""
+    items: list[dict[str, Any]] = []
+    counts: Counter[str] = Counter()
+    for o in h.of(FAULT):
+        if o.outcome != OK or o.value not in STORAGE_FAULTS:
+            continue
+        d = o.detail or {}
+        dmg = d.get("damage") or d.get("torn") or {}
+        if o.value == "corrupt":
+            key = f"corrupt/{dmg.get('region')}" if dmg.get("damaged") else "corrupt/nothing"
+        elif o.value == "corrupt-derived":
+            key = (f"corrupt-derived/{dmg.get('target')}/{dmg.get('how')}" if dmg.get("damaged")
+                   else "corrupt-derived/nothing")
+        elif o.value == "torn-tail":
+            key = f"torn-tail/{dmg.get('how', 'nothing')}"
+        else:
+            key = "wipe/" + ("rejoin-flag" if d.get("rejoin_flag") else "no-flag")
+        counts[key] += 1
+        items.append({"fault": o.value, "node": o.node, "at": round(o.invoke, 3), "kind": key,
+                      **({"damage": dmg} if dmg else {})})
+    return items, dict(sorted(counts.items()))
 
 
 def summary(res: RunResult) -> dict[str, Any]:
@@ -42,6 +72,7 @@ def summary(res: RunResult) -> dict[str, Any]:
     cfg = asdict(res.config)
     cfg["faults"] = dict(res.config.faults)
     chk = res.check.summary()
+    damage, damage_counts = damage_done(h)
     return {
         "verdict": "PASS" if res.exit_code == 0 else "FAIL",
         "exit_code": res.exit_code,
@@ -56,6 +87,8 @@ def summary(res: RunResult) -> dict[str, Any]:
         "faults_injected": sum(faults_by_kind.values()),
         "faults_by_kind": dict(faults_by_kind),
         "faults": res.availability["faults"],
+        "damage": damage,
+        "damage_counts": damage_counts,
         "faults_not_injected": [{"fault": o.value, "at": round(o.invoke, 3), **(o.detail or {})}
                                 for o in h.of(FAULT) if o.outcome != OK],
         "operations": {
@@ -177,6 +210,7 @@ def render_html(doc: dict[str, Any], png: str | None) -> str:
         ("messages at the end / delivered to the push group",
          f"{doc['operations']['messages_present_at_end']} / {doc['check']['delivered']}"),
         ("anomalies", doc["anomalies"]),
+        ("storage damage", ", ".join(f"{k} {v}" for k, v in doc["damage_counts"].items()) or "none"),
         ("failover after leader kill (p50 / max)",
          f"{fo['p50_s']} s / {fo['max_s']} s over {fo['count']} kills; goal {fo['goal']['p50_s']} s / "
          f"{fo['goal']['max_s']} s: {'met' if fo['goal_met'] else 'not met' if fo['goal_met'] is False else '-'}"),
@@ -188,6 +222,11 @@ def render_html(doc: dict[str, Any], png: str | None) -> str:
                          ""))
     fault_rows = [(f["start"], f["end"], f["fault"], f["nodes"], f["unavailable_s"], f["longest_gap_s"],
                    f["refused"], f["unknown"], json.dumps(f.get("detail", {}))[:300]) for f in doc["faults"]]
+    node_rows = [(n, "yes" if p["read"] else f"no: {p.get('why')}", p["held"], p["acked_missing"], p["missing"],
+                  p["unreadable"], f"{p.get('lookup_failed', 0)} / {p.get('lookups', 0)}",
+                  json.dumps(p["examples"][:3])[:300]) for n, p in doc["check"]["per_node"].items()]
+    damage_rows = [(d["at"], d["fault"], d["node"], d["kind"], json.dumps(d.get("damage", {}))[:400])
+                   for d in doc["damage"]]
     lat_rows = [(k, v["count"], v["p50_s"], v["p90_s"], v["p99_s"], v["max_s"])
                 for k, v in doc["latency_by_phase"].items()]
     img = (f'<img src="data:image/png;base64,{png}" alt="throughput and latency over time, faults shaded">'
@@ -202,10 +241,15 @@ def render_html(doc: dict[str, Any], png: str | None) -> str:
         f"<h1>RaftMQ chaos run: <span>{doc['verdict']}</span></h1>"
         + _table(rows)
         + "<h2>Anomalies</h2>" + _table(anomaly_rows, ("check", "count", "examples"))
+        + "<h2>Every node at the end</h2>"
+        + _table(node_rows, ("node", "read", "messages held", "acknowledged missing", "missing (of any node's)",
+                             "offsets answered with an error", "lookups by key failed / made",
+                             "examples of acknowledged missing"))
         + "<h2>Timeline</h2>" + img
         + "<h2>Faults</h2>"
         + _table(fault_rows, ("start s", "end s", "fault", "nodes", "writes unavailable s", "longest gap s",
                               "refused", "unknown", "detail"))
+        + "<h2>Storage damage</h2>" + _table(damage_rows, ("at s", "fault", "node", "kind", "what was damaged"))
         + "<h2>Send latency by phase</h2>" + _table(lat_rows, ("phase", "acks", "p50 s", "p90 s", "p99 s", "max s"))
         + "<h2>Nodes</h2>" + _table([(n["id"], n["http_url"], n["starts"], n["log"]) for n in doc["nodes"]],
                                     ("node", "url", "starts", "log"))
@@ -230,8 +274,10 @@ def write(res: RunResult, out_dir: str) -> tuple[Path, Path, dict[str, Any]]:
 def one_line(doc: dict[str, Any]) -> str:
     fo = doc["failover_after_leader_kill"]
     counts = doc["check"]["counts"]
+    damage = doc.get("damage_counts") or {}
     return (f"{doc['verdict']}: {doc['faults_injected']}/{doc['faults_planned']} faults "
             f"({', '.join(f'{k} {v}' for k, v in sorted(doc['faults_by_kind'].items())) or 'none'}), "
+            + (f"damage ({', '.join(f'{k} {v}' for k, v in damage.items())}), " if damage else "") +
             f"{doc['acknowledged']} acknowledged sends, {doc['anomalies']} anomalies"
             + (f" ({', '.join(f'{k} {v}' for k, v in counts.items() if v)})" if doc["anomalies"] else "")
             + (f"; failover after leader kill p50 {fo['p50_s']} s, max {fo['max_s']} s" if fo["count"] else ""))

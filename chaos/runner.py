@@ -8,7 +8,10 @@
 3. At the end: heal (resume, drop the partition rules, restart every node that
    is down), stop sending, wait until every node reports the same applied and
    commit index, wait until the push group has consumed everything, read
-   every group's committed offsets and drain every queue from every node.
+   every group's committed offsets and drain every queue from every node (a
+   node that cannot be read is reported as such, with the reason), and look
+   up by key, on every node, a seeded sample of the acknowledged messages plus
+   every one whose key an IndexFile fault may have spoiled.
 4. Check the history against what the nodes hold (``chaos.checker``), and
    decide: exit status 0 only if no anomaly was found and every planned fault
    was injected.
@@ -27,12 +30,14 @@ import signal
 import sys
 import tempfile
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from chaos import damage
 from chaos.checker import CheckResult, availability, check
-from chaos.history import CONVERGE, CRASH, FAIL, FAULT, OK, History
+from chaos.history import CONVERGE, CRASH, FAIL, FAULT, OK, SEND, History
 from chaos.nemesis import SEGMENT_BYTES, Group, Node
 from chaos.netns import in_private_netns, partitions_possible
 from chaos.schedule import DEFAULT_FAULTS, LEADER_FAULTS, PlannedFault, pick, plan
@@ -43,6 +48,12 @@ log = logging.getLogger(__name__)
 
 HEALTHY_LAG_ENTRIES = 500  # a node this close to the leader's commit index counts as caught up
 HEALTHY_WAIT_S = 15.0  # how long a leader fault waits for the group to be whole
+# corrupt: when the target does not answer before it is stopped, entries this far
+# below its last one are taken as committed.
+UNKNOWN_COMMIT_MARGIN_ENTRIES = 1000
+LOOKUP_SAMPLE = 200  # acknowledged messages looked up by key on every node at the end
+LOOKUP_TARGETED_MAX = 500  # at most this many more, whose keys an IndexFile fault may have spoiled
+KILL_FAULTS = frozenset({"kill-leader", "kill", "torn-tail", "wipe", "corrupt", "corrupt-derived"})
 
 
 class RunError(Exception):
@@ -66,6 +77,7 @@ class RunConfig:
     progress: bool = True
     wipe_majority: bool = False  # a fault no Raft group survives: the run must report loss
     keep_data: bool = False  # keep the temporary directory even when the run passes
+    rejoin_wiped: bool = False  # restart a wiped node with --rejoin (default: no flag; the broker must notice)
     warmup_s: float = 3.0
     converge_timeout_s: float = 60.0
     consume_timeout_s: float = 45.0
@@ -127,7 +139,7 @@ class Run:
         self.own_base = cfg.base_dir is None
         self.base = Path(cfg.base_dir) if cfg.base_dir else Path(tempfile.mkdtemp(prefix="raftmq-chaos-"))
         self.group = Group(self.base, cfg.nodes, cfg.flush, distinct_hosts=self.can_partition,
-                           segment_bytes=cfg.segment_bytes)
+                           segment_bytes=cfg.segment_bytes, rejoin_wiped=cfg.rejoin_wiped)
         self.left_down: set[str] = set()
         self.last_fault = "-"
         self.injected = 0
@@ -168,6 +180,8 @@ class Run:
             why = "no leader within 5 s"
         else:
             live = self.live()
+            if pf.fault == "kill-all":  # every node is the target; op.node lists those killed
+                live = [n for n in g.nodes if n.alive()]
             target = g.by_id[pick([n.id for n in live], pf.pick)] if live else None
             why = "no live node"
         if target is None:
@@ -179,15 +193,39 @@ class Run:
         self.last_fault = f"{pf.fault}({target.id})"
         detail: dict[str, Any] = {}
         try:
-            if pf.fault in ("kill-leader", "kill", "torn-tail", "wipe"):
+            if pf.fault in KILL_FAULTS:
+                commit: int | None = None
+                if pf.fault == "corrupt":  # what the node says is committed, asked just before the kill
+                    h = await g.health(target)
+                    commit = int(h["commit_index"]) if h and h.get("commit_index") is not None else None
                 await g.kill(target)
                 if pf.fault == "torn-tail":
                     detail["torn"] = await asyncio.to_thread(g.tear_tail, target, pf.tear_bytes, pf.corrupt,
                                                              int(pf.pick * 1e6))
                 elif pf.fault == "wipe":
                     await asyncio.to_thread(g.wipe, target)
+                    detail["rejoin_flag"] = g.rejoin_wiped
+                elif pf.fault == "corrupt":
+                    if commit is None:
+                        last = damage.index_range(target.data_dir / "dledger")[1]
+                        commit = last - UNKNOWN_COMMIT_MARGIN_ENTRIES
+                        detail["committed_by"] = f"last index {last} - {UNKNOWN_COMMIT_MARGIN_ENTRIES}"
+                    else:
+                        detail["committed_by"] = "the node's commit index before the kill"
+                    detail["damage"] = await asyncio.to_thread(g.corrupt_entry, target, commit, pf.how,
+                                                               pf.damage_seed)
+                elif pf.fault == "corrupt-derived":
+                    detail["damage"] = await asyncio.to_thread(g.corrupt_derived, target, str(pf.target),
+                                                               str(pf.how), pf.damage_seed)
                 await asyncio.sleep(pf.duration_s)
-                g.start(target)  # a wiped node rejoins: no votes until caught up
+                g.start(target)  # a wiped node comes back with no flag unless rejoin_wiped
+            elif pf.fault == "kill-all":
+                killed = await g.kill_all()
+                op.node = ",".join(killed)
+                detail["killed"] = killed
+                await asyncio.sleep(pf.duration_s)
+                for nid in killed:
+                    g.start(g.by_id[nid])
             elif pf.fault in ("pause-leader", "pause"):
                 g.pause(target)
                 await asyncio.sleep(pf.duration_s)
@@ -238,7 +276,8 @@ class Run:
             await g.kill(n)
         for n in majority:
             await asyncio.to_thread(g.wipe, n)
-            g.start(n, rejoin=False)  # as if the operator did not know: they form a new, empty group
+            # As if the operator did not know: they bootstrap a new, empty group.
+            g.start(n, rejoin=False, bootstrap=True)
         self.left_down = {n.id for n in order[len(majority):]}
         if await g.wait_leader(30) is not None:
             try:
@@ -331,6 +370,9 @@ class Run:
         g = self.group
         background: list[asyncio.Task[None]] = []
         contents: dict[str, dict[tuple[int, int], str]] = {}
+        unreadable: dict[str, dict[tuple[int, int], str]] = {}  # per node: offsets it answered with an error
+        unread: dict[str, str] = {}  # nodes that could not be read at all, and why
+        lookups: dict[str, dict[str, Any]] = {}  # per node: key -> positions found, or the error
         wl: Workload | None = None
         try:
             g.start_all()
@@ -357,12 +399,22 @@ class Run:
             await wl.stop_consumers()
             await self.converge()  # the consumers' last commits are in; read offsets from everyone
             await wl.read_offsets(final=True)
+            keys = self.lookup_keys()
             for n in g.nodes:
-                if n.alive() and not n.paused:
-                    try:
-                        contents[n.id] = await wl.drain(n.http_url)
-                    except Exception as exc:  # noqa: BLE001 - a node that cannot be read is reported, not fatal
-                        log.warning("could not drain %s: %s", n.id, exc)
+                if n.id in self.left_down:
+                    unread[n.id] = "left down by the fault"
+                    continue
+                if not (n.alive() and not n.paused):
+                    unread[n.id] = "not running at the end" + (f" (exit status {n.proc.returncode})"
+                                                                 if n.proc is not None else "")
+                    continue
+                try:
+                    contents[n.id], unreadable[n.id] = await wl.drain(n.http_url)
+                    lookups[n.id] = await wl.lookup(n.http_url, keys)
+                except Exception as exc:  # noqa: BLE001 - a node that cannot be read is reported, not fatal
+                    if n.id not in contents:
+                        unread[n.id] = f"could not be read: {exc}"[:300]
+                    log.warning("could not read %s: %s", n.id, exc)
         finally:
             for t in background:
                 t.cancel()
@@ -379,7 +431,8 @@ class Run:
         self.h.finish_pending()
         for node, rc in g.crashed():  # died between the last watch and the stop
             self.h.event("nemesis", CRASH, value=str(rc), node=node.id, detail={"log_tail": g.log_tail(node)[-2000:]})
-        result = check(self.h, contents, non_idempotent=wl.non_idempotent() if wl else ())
+        result = check(self.h, contents, non_idempotent=wl.non_idempotent() if wl else (), unread=unread,
+                       unreadable=unreadable, lookups=lookups)
         avail = availability(self.h)
         reasons = []
         if result.anomalies:
@@ -393,10 +446,37 @@ class Run:
             reasons.append(f"only {len(injected)} of {planned} planned faults were injected")
         if result.acknowledged == 0:
             reasons.append("no send was acknowledged")
+        for nid, pn in result.per_node.items():
+            if pn["acked_missing"] or not pn["read"] or pn["lookup_failed"]:
+                why = f" ({pn['why']})" if not pn["read"] else ""
+                reasons.append(f"{nid}: {pn['acked_missing']} of {result.acknowledged} acknowledged messages missing"
+                               + (f", {pn['unreadable']} offsets answered with an error" if pn["unreadable"] else "")
+                               + (f", {pn['lookup_failed']} of {pn['lookups']} lookups by key failed"
+                                  if pn["lookup_failed"] else "")
+                               + why)
         nodes = [{"id": n.id, "http_url": n.http_url, "raft_addr": n.raft_addr, "log": str(n.log_path),
                   "data_dir": str(n.data_dir), "starts": n.incarnation} for n in g.nodes]
         return RunResult(self.cfg, self.plan, self.h, result, avail, self.partitions, nodes, str(self.base), reasons,
                          self.started_at, self.now())
+
+    def lookup_keys(self) -> list[str]:
+        """The keys to look up on every node at the end (bodies are keys): a sample of
+        the acknowledged messages drawn from the seed, and those whose key hash (or
+        hash slot) an IndexFile bit flip hit (``chaos.damage.damage_index_file``
+        records both, with ``key_hash`` = crc32 of the UTF-8 key)."""
+        acked = sorted(o.value for o in self.h.of(SEND) if o.outcome == OK and o.value is not None)
+        rng = random.Random(self.cfg.seed ^ 0x10C0)
+        keys = set(rng.sample(acked, min(LOOKUP_SAMPLE, len(acked))))
+        hit: list[tuple[int, int, int]] = []  # (key_hash, slot, slot_count) of each IndexFile flip
+        for o in self.h.of(FAULT):
+            d = ((o.detail or {}).get("damage") or {}) if o.value == "corrupt-derived" else {}
+            if d.get("target") == "indexfile" and d.get("key_hash") is not None:
+                hit.append((int(d["key_hash"]), int(d["slot"]), int(d["slot_count"])))
+        if hit:
+            targeted = [b for b in acked if any((h := zlib.crc32(b.encode())) == kh or h % n == slot
+                                                for kh, slot, n in hit)]
+            keys.update(targeted[:LOOKUP_TARGETED_MAX])
+        return sorted(keys)
 
     def cleanup(self, passed: bool) -> None:
         """Remove the temporary data directory of a passing run (a failing one is kept to look at)."""

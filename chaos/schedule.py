@@ -6,9 +6,17 @@ lasting ``fault_s`` (a pause or partition lasts that long; a killed node
 stays down that long), the last ending ``settle_s`` before the run does.
 ``random`` draws each fault from the weighted mix; ``cycle`` takes them in
 turn. Every choice the nemesis makes later (which node among the live ones,
-which partition shape, how many bytes to tear) is drawn here, so a seed
-replays the same schedule; only "the leader" is resolved when the fault
-starts.
+which partition shape, how many bytes to tear, which file to damage and how,
+and a seed for the damage's own draws: which entry, byte and bit) is drawn
+here, so a seed replays the same schedule; only "the leader" and what the
+target's files hold are known when the fault starts.
+
+Storage faults (on the target, stopped with SIGKILL first, restarted after):
+``torn-tail`` (the last bytes of its last log segment), ``corrupt`` (one bit of
+a committed log entry, ``how`` says header or body), ``corrupt-derived`` (a
+derived file: ``target`` consumequeue, indexfile or checkpoint, damaged as
+``how`` says, see ``chaos.damage.DERIVED``), ``wipe`` (the whole data
+directory). ``kill-all`` stops every node at once.
 """
 
 from __future__ import annotations
@@ -17,17 +25,22 @@ import random
 from dataclasses import asdict, dataclass
 from typing import Any, Final, Mapping
 
-FAULTS: Final = ("kill-leader", "kill", "pause-leader", "pause", "partition", "torn-tail", "wipe")
+from chaos.damage import DERIVED
+
+FAULTS: Final = ("kill-leader", "kill", "pause-leader", "pause", "partition", "torn-tail", "wipe", "corrupt",
+                 "corrupt-derived", "kill-all")
 DEFAULT_FAULTS: Final = ("kill-leader", "kill", "pause-leader", "pause", "partition")
 PARTITIONS: Final = ("isolate-leader", "halves", "ring")
 LEADER_FAULTS: Final = frozenset({"kill-leader", "pause-leader"})
+CORRUPT_REGIONS: Final = ("header", "body")
 
 
 @dataclass(slots=True, frozen=True)
 class PlannedFault:
     """One fault. ``pick`` (0..1) chooses the target among candidates sorted by
     node id; ``shape`` is the partition's; ``tear_bytes`` and ``corrupt`` say
-    how a torn tail is torn."""
+    how a torn tail is torn; ``target`` and ``how`` say what ``corrupt`` /
+    ``corrupt-derived`` damage, and ``damage_seed`` seeds their draws."""
 
     at_s: float
     fault: str
@@ -36,6 +49,9 @@ class PlannedFault:
     shape: str | None = None
     tear_bytes: int = 0
     corrupt: bool = False
+    target: str | None = None
+    how: str | None = None
+    damage_seed: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v not in (None, 0, False) or k in ("at_s", "pick")}
@@ -92,9 +108,18 @@ def plan(seed: int, mix: Mapping[str, float], *, duration_s: float, interval_s: 
         shape = None
         if name == "partition":
             shape = rng.choice(PARTITIONS)
-        out.append(PlannedFault(round(t, 3), name, dur, round(rng.random(), 6), shape,
-                                tear_bytes=rng.randint(1, 4096) if name == "torn-tail" else 0,
-                                corrupt=rng.random() < 0.5 if name == "torn-tail" else False))
+        p = round(rng.random(), 6)
+        # Draws only for the faults that use them, so adding a fault kind leaves the
+        # schedules of the others (for a seed and mix without it) as they were.
+        extra: dict[str, Any] = {}
+        if name == "torn-tail":
+            extra = {"tear_bytes": rng.randint(1, 4096), "corrupt": rng.random() < 0.5}
+        elif name == "corrupt":
+            extra = {"target": "log", "how": rng.choice(CORRUPT_REGIONS), "damage_seed": rng.randrange(1 << 31)}
+        elif name == "corrupt-derived":
+            target = rng.choice(sorted(DERIVED))
+            extra = {"target": target, "how": rng.choice(DERIVED[target]), "damage_seed": rng.randrange(1 << 31)}
+        out.append(PlannedFault(round(t, 3), name, dur, p, shape, **extra))
         k += 1
         step = interval_s if mode == "cycle" else interval_s * rng.uniform(0.75, 1.25)
         t += max(step, dur + 0.5)

@@ -18,7 +18,8 @@ operation it makes into the run's ``History``. Everything goes through
   group ``chaos-pull`` (the answers must never go back);
 - an observer reading both groups' committed offsets from every live node.
 
-Body of every message: ``<producer>-<n>``, unique in the run.
+Body of every message: ``<producer>-<n>``, unique in the run; it is also the
+message's key, so that lookups by key (the IndexFile) can be checked.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from urllib.parse import quote
 
 from client import Admin, Producer, PushConsumer, ReceivedMessage
 from client.consumer import commit_offset
-from client.errors import RaftMQError, Rejected, Timeout
+from client.errors import RaftMQError, Rejected, Timeout, Unavailable
 from client.http import Transport, TransportConfig
 
 from chaos.history import COMMIT, DELIVER, FAIL, INFO, OFFSETS, OK, PULL, SEND, History, Op
@@ -45,6 +46,7 @@ PUSH_GROUP: Final = "chaos-push"
 PULL_GROUP: Final = "chaos-pull"
 STEADY: Final = "steady"
 RAW: Final = "r1"
+DRAIN_BATCH: Final = 1024  # messages per pull of the final read
 
 Targets = Callable[[], list[tuple[str, str, int]]]  # live, unpaused nodes: (id, http url, incarnation)
 
@@ -192,7 +194,7 @@ class Workload:
     async def _send(self, p: Producer, op: Op) -> None:
         """One send through the client's Producer, recorded in the history."""
         try:
-            r = await p.send(TOPIC, op.value)  # type: ignore[arg-type]
+            r = await p.send(TOPIC, op.value, keys=op.value)  # type: ignore[arg-type]
         except RaftMQError as exc:
             self._record_send(op, exc, None, None)
         else:
@@ -209,8 +211,8 @@ class Workload:
                 op = self.h.invoke(name, SEND, value=f"{name}-{n:06d}")
                 n += 1
                 try:
-                    res = await tr.call("POST", path, {"messages": [{"body": op.value.encode()}]},  # type: ignore[union-attr]
-                                        write=True)
+                    res = await tr.call("POST", path, {"messages": [{"body": op.value.encode(),  # type: ignore[union-attr]
+                                                                     "keys": [op.value]}]}, write=True)
                     r = res["results"][0]
                 except RaftMQError as exc:
                     self._record_send(op, exc, None, None)
@@ -349,21 +351,71 @@ class Workload:
         return int(lag) if isinstance(lag, int) else None
 
     # -- the final read --------------------------------------------------------------------------
-    async def drain(self, url: str) -> dict[tuple[int, int], str]:
-        """Every message of every queue on the node at ``url``: ``{(queue, offset): body}``."""
+    async def drain(self, url: str) -> tuple[dict[tuple[int, int], str], dict[tuple[int, int], str]]:
+        """Every message of every queue on the node at ``url``: ``({(queue, offset):
+        body}, {(queue, offset): error})``. A batch the node fails to serve (a
+        damaged record answers a 5xx) is read again one offset at a time, so one
+        bad message costs only its own offset, which is reported with the error.
+        Raises ``RaftMQError`` when the node cannot be read at all (down, or not
+        even its queue bounds answer)."""
         held: dict[tuple[int, int], str] = {}
+        unreadable: dict[tuple[int, int], str] = {}
         for q in range(QUEUES):
             offset = 0
-            while True:
-                res = await self._probe.call("GET", f"/v1/topics/{TOPIC}/queues/{q}/messages",
-                                             params={"offset": offset, "max": 1024}, url=url, deadline_s=10.0)
+            end: int | None = None
+            single = 0  # offsets still to read one at a time after a failed batch
+            while end is None or offset < end:
+                n = 1 if single else DRAIN_BATCH
+                try:
+                    res = await self._probe.call("GET", f"/v1/topics/{TOPIC}/queues/{q}/messages",
+                                                 params={"offset": offset, "max": n}, url=url, deadline_s=10.0)
+                except (Unavailable, Timeout):
+                    raise  # the node is gone: nothing more to read from it
+                except RaftMQError as exc:
+                    if end is None:
+                        end = await self._queue_end(url, q)
+                    if n > 1:
+                        single = DRAIN_BATCH
+                        continue
+                    unreadable[(q, offset)] = str(exc)[:200]
+                    offset += 1
+                    single -= 1
+                    continue
                 for m in res.get("messages") or []:
                     held[(q, int(m["queue_offset"]))] = _body(m)
+                end = int(res.get("max_offset", 0))
                 nxt = int(res.get("next_offset", offset))
-                if nxt <= offset or nxt >= int(res.get("max_offset", 0)):
+                if nxt <= offset:
                     break
+                single = max(0, single - (nxt - offset))
                 offset = nxt
-        return held
+        return held, unreadable
+
+    async def lookup(self, url: str, keys: list[str]) -> dict[str, list[tuple[int, int]] | str]:
+        """Look each key up on the node at ``url`` (``GET /v1/messages?key=``): the
+        (queue, offset) of every message found that carries it, or the error the
+        node answered. Raises ``RaftMQError`` when the node cannot be reached."""
+        out: dict[str, list[tuple[int, int]] | str] = {}
+        for key in keys:
+            try:
+                res = await self._probe.call("GET", "/v1/messages", params={"key": key, "max": 32}, url=url,
+                                             deadline_s=10.0)
+            except (Unavailable, Timeout):
+                raise
+            except RaftMQError as exc:
+                out[key] = str(exc)[:200]
+                continue
+            out[key] = [(int(m["queue_id"]), int(m["queue_offset"])) for m in res.get("messages") or []
+                        if key in (m.get("keys") or ())]
+        return out
+
+    async def _queue_end(self, url: str, q: int) -> int:
+        """The node's ``max_offset`` of queue ``q`` (from its topic description)."""
+        t = await self._probe.call("GET", f"/v1/topics/{quote(TOPIC, safe='')}", url=url, deadline_s=10.0)
+        for qo in t.get("queue_offsets") or []:
+            if int(qo.get("queue_id", -1)) == q:
+                return int(qo["max_offset"])
+        raise RaftMQError(f"queue {q} is missing from the node's description of {TOPIC}")
 
 
 async def create_topic(urls: list[str], deadline_s: float = 30.0) -> None:

@@ -193,6 +193,55 @@ def test_a_node_lacking_what_others_hold_is_lost_on_node() -> None:
     assert r.summary()["lost_on_node"]["by_node"] == {"n3": 2}
 
 
+def test_every_node_is_accounted_for_with_what_acknowledged_messages_it_lacks() -> None:
+    h, c = clean()
+    r = check(h, c, non_idempotent={"r1"})
+    assert r.nodes == ["n1", "n2", "n3"]
+    assert {n: (p["read"], p["held"], p["acked_missing"]) for n, p in r.per_node.items()} == {
+        "n1": (True, 7, 0), "n2": (True, 7, 0), "n3": (True, 7, 0)}
+    del c["n2"][(1, 0)]  # p1-000002
+    r = check(h, c, non_idempotent={"r1"})
+    assert r.per_node["n2"]["acked_missing"] == 1 and r.per_node["n2"]["missing"] == 1
+    assert r.per_node["n2"]["examples"] == [{"body": "p1-000002", "queue_id": 1, "offset": 0}]
+    assert r.summary()["per_node"]["n2"]["acked_missing"] == 1
+
+
+def test_a_node_that_could_not_be_read_at_the_end_is_an_anomaly_and_lacks_everything() -> None:
+    h, c = clean()
+    del c["n3"]
+    r = check(h, c, non_idempotent={"r1"}, unread={"n3": "not running at the end (exit status 1)"})
+    assert only(r, "unread_nodes") == [{"node": "n3", "why": "not running at the end (exit status 1)"}]
+    assert r.nodes == ["n1", "n2", "n3"]
+    assert r.per_node["n3"] == {"read": False, "why": "not running at the end (exit status 1)", "held": 0,
+                                "missing": 7, "unreadable": 0, "acked_missing": 7, "examples": [], "lookups": 0,
+                                "lookup_failed": 0}
+
+
+def test_an_offset_a_node_answered_with_an_error_is_lost_on_that_node_with_the_error() -> None:
+    h, c = clean()
+    del c["n1"][(0, 1)]
+    r = check(h, c, non_idempotent={"r1"}, unreadable={"n1": {(0, 1): "internal_error: record CRC mismatch"}})
+    assert only(r, "lost_on_node") == [{"node": "n1", "queue_id": 0, "offset": 1, "body": "p1-000001",
+                                        "error": "internal_error: record CRC mismatch"}]
+    assert r.per_node["n1"]["unreadable"] == 1 and r.per_node["n1"]["acked_missing"] == 1
+
+
+def test_a_lookup_by_key_that_misses_a_message_the_node_holds_is_reported() -> None:
+    h, c = clean()
+    lookups = {
+        "n1": {"p1-000000": [(0, 0)], "p1-000001": [], "p1-000002": "internal_error: index damaged",
+               "p2-000000": [(3, 9)]},
+        "n2": {"p1-000001": [[0, 1]]},  # positions as JSON lists are fine
+        "n3": {"nobody-000000": []},  # a key the node does not hold: not a lookup failure
+    }
+    r = check(h, c, non_idempotent={"r1"}, lookups=lookups)
+    assert [(x["node"], x["key"], x["problem"]) for x in only(r, "lookup_failed")] == [
+        ("n1", "p1-000001", "not found"), ("n1", "p1-000002", "error: internal_error: index damaged"),
+        ("n1", "p2-000000", "found at [(3, 9)]")]
+    assert (r.per_node["n1"]["lookups"], r.per_node["n1"]["lookup_failed"]) == (4, 3)
+    assert (r.per_node["n2"]["lookups"], r.per_node["n2"]["lookup_failed"]) == (1, 0)
+
+
 def test_commit_answers_going_back_in_real_time_order_are_reported() -> None:
     h, c = clean()
     h.add(Op("chaos-pull", COMMIT, 8.0, 8.1, OK, None, 1, 5))

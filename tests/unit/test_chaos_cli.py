@@ -26,3 +26,16 @@ def test_options_are_rebuilt_for_the_re_executed_run() -> None:
     again = run_command.make_context("run", argv)
     assert again.params == ctx.params
     assert isinstance(run_command, click.Command)
+
+
+def test_the_issues_command_line_is_accepted_with_small_segments() -> None:
+    ctx = run_command.make_context("run", ["--duration", "600", "--faults", "all", "--segment-bytes", "65536",
+                                           "--seed", "101"])
+    assert ctx.params["segment_bytes"] == 65536 and ctx.params["faults"] == "all"
+    assert ctx.params["rejoin_wiped"] is False  # a wiped node comes back with no flag by default
+
+
+def test_rejoin_wiped_survives_the_re_execution() -> None:
+    ctx = run_command.make_context("run", ["--rejoin-wiped", "--faults", "wipe"])
+    again = run_command.make_context("run", _argv(ctx, dict(ctx.params)))
+    assert again.params["rejoin_wiped"] is True

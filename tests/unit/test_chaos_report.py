@@ -53,3 +53,26 @@ def test_html_report_is_tables_only_without_matplotlib(tmp_path: Path, monkeypat
     _, hpath, _ = report.write(result(tmp_path), str(tmp_path))
     page = hpath.read_text()
     assert "data:image/png" not in page and "needs matplotlib" in page and "<table>" in page
+
+
+def test_the_report_lists_the_storage_damage_and_what_every_node_lacks(tmp_path: Path) -> None:
+    res = result(tmp_path)
+    h = res.history
+    h.add(Op("nemesis", FAULT, 4.0, 6.0, OK, "corrupt", node="n2",
+             detail={"damage": {"damaged": True, "region": "body", "entry_index": 17, "offset": 4242, "bit": 3}}))
+    h.add(Op("nemesis", FAULT, 7.0, 8.0, OK, "corrupt-derived", node="n3",
+             detail={"damage": {"damaged": True, "target": "consumequeue", "how": "tear"}}))
+    h.add(Op("nemesis", FAULT, 9.0, 9.5, OK, "corrupt-derived", node="n1",
+             detail={"damage": {"damaged": False, "why": "no checkpoint"}}))
+    h.add(Op("nemesis", FAULT, 10.0, 11.0, OK, "kill-all", node="n1,n2,n3", detail={"killed": ["n1", "n2", "n3"]}))
+    res.check = check(h, {"n1": {(0, i): f"steady-{i:06d}" for i in range(50)}}, unread={"n2": "not running"})
+    jpath, hpath, doc = report.write(res, str(tmp_path))
+    assert doc["faults_by_kind"] == {"kill-leader": 1, "corrupt": 1, "corrupt-derived": 2, "kill-all": 1}
+    assert doc["damage_counts"] == {"corrupt-derived/consumequeue/tear": 1, "corrupt-derived/nothing": 1,
+                                    "corrupt/body": 1}
+    assert doc["damage"][0]["damage"]["entry_index"] == 17 and doc["damage"][0]["node"] == "n2"
+    assert doc["check"]["per_node"]["n2"]["read"] is False and doc["check"]["per_node"]["n2"]["acked_missing"] == 50
+    page = hpath.read_text()
+    assert "Storage damage" in page and "Every node at the end" in page and "no: not running" in page
+    line = report.one_line(doc)
+    assert "corrupt 1" in line and "kill-all 1" in line and "corrupt/body 1" in line and "unread_nodes 1" in line

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from chaos.netns import cut_pairs
+from chaos.damage import DERIVED
 from chaos.schedule import DEFAULT_FAULTS, FAULTS, parse_mix, pick, plan
 
 
@@ -66,3 +67,33 @@ def test_partition_cuts_only_pairs_that_share_no_side() -> None:
     ring = [[hosts[i], hosts[(i + 1) % 5]] for i in range(5)]  # each node sees its two neighbours
     cut = cut_pairs(hosts, ring)
     assert sorted(cut) == [("a", "c"), ("a", "d"), ("b", "d"), ("b", "e"), ("c", "e")]
+
+
+def test_a_mix_without_the_storage_faults_plans_what_it_planned_before_they_existed() -> None:
+    # Planned by the schedule of before corrupt, corrupt-derived and kill-all: a seed replays
+    # the same run it did then.
+    faults = plan(101, parse_mix("kill-leader,torn-tail,partition,wipe"), duration_s=40, interval_s=6, fault_s=2)
+    assert [(f.at_s, f.fault, f.duration_s, f.pick, f.shape, f.tear_bytes, f.corrupt) for f in faults] == [
+        (3.0, "kill-leader", 2.081, 0.965251, None, 0, False), (10.272, "torn-tail", 1.967, 0.214523, None, 1817, False),
+        (16.228, "partition", 2.283, 0.070355, "halves", 0, False), (21.308, "wipe", 1.589, 0.366515, None, 0, False),
+        (27.223, "torn-tail", 1.826, 0.403894, None, 1707, True),
+        (33.126, "torn-tail", 1.712, 0.624914, None, 2692, False)]
+
+
+def test_storage_faults_carry_what_to_damage_and_a_seed_for_it() -> None:
+    assert {"corrupt", "corrupt-derived", "kill-all"} <= set(parse_mix("all"))
+    assert not {"corrupt", "corrupt-derived", "kill-all"} & set(DEFAULT_FAULTS)
+    faults = plan(9, {"corrupt": 1.0, "corrupt-derived": 1.0, "kill-all": 1.0}, duration_s=2000, interval_s=4,
+                  fault_s=1)
+    corrupt = [f for f in faults if f.fault == "corrupt"]
+    derived = [f for f in faults if f.fault == "corrupt-derived"]
+    kill_all = [f for f in faults if f.fault == "kill-all"]
+    assert corrupt and derived and kill_all
+    assert {(f.target, f.how) for f in corrupt} == {("log", "header"), ("log", "body")}
+    assert {(f.target, f.how) for f in derived} == {(t, h) for t, hows in DERIVED.items() for h in hows}
+    seeds = [f.damage_seed for f in corrupt + derived]
+    assert len(set(seeds)) == len(seeds)
+    assert all(f.target is None and f.damage_seed == 0 for f in kill_all)
+    assert faults == plan(9, {"corrupt": 1.0, "corrupt-derived": 1.0, "kill-all": 1.0}, duration_s=2000,
+                          interval_s=4, fault_s=1)
+    assert corrupt[0].to_json()["how"] == corrupt[0].how and "damage_seed" in corrupt[0].to_json()
