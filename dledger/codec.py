@@ -22,13 +22,20 @@ on the connections its peers dialed.
 
 Hello payload
 -------------
-A msgpack array of 4 items::
+A msgpack array of 6 items (or 4, from a node older than data-directory ids)::
 
+    [100, protocol_version, node_id, cluster, data_id, known_as]
     [100, protocol_version, node_id, cluster]
 
 ``100`` is not a message type, so a message sent first is rejected;
 ``protocol_version`` is ``PROTOCOL_VERSION`` (1); ``node_id`` and ``cluster``
-are non-empty strings of at most ``MAX_ID_CHARS`` characters.
+are non-empty strings of at most ``MAX_ID_CHARS`` characters. ``data_id`` is
+the id of the sender's data directory and ``known_as`` the id under which the
+sender remembers the receiver's (``dledger.store.identity``): each an
+unsigned integer in 1..2**64-1, or nil when the sender has none (``known_as``:
+it has never seen the receiver). A receiver accepts both lengths; a node of
+the older version accepts only the 4-item form, so a sender uses it towards
+a peer whose own hello came in that form (``dledger.transport``).
 
 Message payload
 ---------------
@@ -66,6 +73,7 @@ raises ``CodecError`` for anything else, whatever the bytes.
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 from typing import Any, Callable, Final, Iterator
 
 import msgpack
@@ -205,9 +213,24 @@ def encode(msg: Message) -> bytes:
         raise CodecError(f"cannot encode {type(msg).__name__}: {exc}") from None
 
 
-def encode_hello(node_id: str, cluster_name: str) -> bytes:
-    """The payload of the first frame of a connection: who is dialing, for which cluster."""
-    return _pack([HELLO, PROTOCOL_VERSION, node_id, cluster_name])
+@dataclass(slots=True, frozen=True)
+class Hello:
+    """The first frame of a connection: who is dialing, for which cluster, the id
+    of its data directory and the id it remembers the receiver's by (None: not
+    sent, by an older node, or not known)."""
+
+    node_id: str
+    cluster: str
+    data_id: int | None = None
+    known_as: int | None = None
+
+
+def encode_hello(node_id: str, cluster_name: str, data_id: int | None = None, known_as: int | None = None) -> bytes:
+    """The hello payload: the 6-item form, or the older 4-item one when neither
+    id is given (what a node without data-directory ids reads)."""
+    if data_id is None and known_as is None:
+        return _pack([HELLO, PROTOCOL_VERSION, node_id, cluster_name])
+    return _pack([HELLO, PROTOCOL_VERSION, node_id, cluster_name, data_id, known_as])
 
 
 def frame(payload: bytes) -> bytes:
@@ -364,15 +387,27 @@ def decode(payload: bytes | bytearray | memoryview) -> Message:
         raise CodecError(f"malformed message of type {code}: {type(exc).__name__}: {exc}") from None
 
 
-def decode_hello(payload: bytes | bytearray | memoryview) -> tuple[str, str]:
-    """``(node_id, cluster_name)`` from a hello payload; CodecError if it is anything else
-    (a message, another protocol version, a malformed array)."""
+def _hello_id(v: Any, what: str) -> int | None:
+    if v is None:
+        return None
+    if type(v) is not int or not 0 < v < 1 << 64:
+        raise CodecError(f"{what} must be nil or an integer in 1..2**64-1, not {v!r:.40}")
+    return v
+
+
+def decode_hello(payload: bytes | bytearray | memoryview) -> Hello:
+    """The ``Hello`` in a hello payload, 6-item or older 4-item form (ids None);
+    CodecError if it is anything else (a message, another protocol version, a
+    malformed array)."""
     o = _unpack(payload)
-    if type(o) is not list or len(o) != 4 or type(o[0]) is not int or o[0] != HELLO:
-        raise CodecError("expected a hello [100, version, node_id, cluster] as the first frame")
+    if type(o) is not list or len(o) not in (4, 6) or type(o[0]) is not int or o[0] != HELLO:
+        raise CodecError("expected a hello [100, version, node_id, cluster, data_id, known_as] as the first frame")
     if type(o[1]) is not int or o[1] != PROTOCOL_VERSION:
         raise CodecError(f"protocol version {o[1]!r:.20} is not supported (this node speaks {PROTOCOL_VERSION})")
-    return _name(o[2], "hello node_id"), _name(o[3], "hello cluster")
+    node, cluster = _name(o[2], "hello node_id"), _name(o[3], "hello cluster")
+    if len(o) == 4:
+        return Hello(node, cluster)
+    return Hello(node, cluster, _hello_id(o[4], "hello data_id"), _hello_id(o[5], "hello known_as"))
 
 
 # --- framing ---------------------------------------------------------------------

@@ -23,6 +23,19 @@ closes that connection only; the node and its other connections carry on.
 There is no authentication: the peer network is trusted, the checks are
 against bugs, misconfiguration and stray clients.
 
+Data-directory identities (``dledger.store.identity``): each hello carries
+the id of the sender's data directory and the id under which the sender
+remembers the receiver's. On an accepted hello the receiver first checks the
+latter: naming an id this data directory does not hold means the node lost
+its data, and ``on_lost_data(peer, known_as)`` makes it recover (durably)
+before any frame after that hello is delivered. Every message from a peer
+arrives on the connection that peer dialed, behind its hello, so no vote
+request reaches the core of a node that lost its data before it knows. Then
+the sender's id is remembered, for the hellos we send it. A peer whose hello
+came in the older form without ids is sent that form too (an older node
+refuses the longer one); a peer whose hello has not arrived yet gets the new
+form.
+
 ``on_peer_down(peer)`` is called when the last incoming connection from a
 peer closes: its process has probably died, and the runtime can start an
 election at once instead of waiting out an election timeout.
@@ -45,7 +58,8 @@ from typing import Callable, Final, cast
 
 from dledger import codec
 from dledger.core.messages import Message
-from dledger.errors import CodecError
+from dledger.errors import CodecError, StorageFailure
+from dledger.store.identity import DataDirIdentity
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +146,7 @@ class _Peer:
     """What the transport keeps per peer: the outgoing queue and connection, and counters."""
 
     __slots__ = ("id", "addr", "queue", "wake", "task", "conn", "sent", "dropped", "received", "inbound",
-                 "dial_failures")
+                 "dial_failures", "legacy_hello")
 
     def __init__(self, peer_id: str, addr: tuple[str, int]) -> None:
         self.id = peer_id
@@ -146,6 +160,7 @@ class _Peer:
         self.received = 0  # messages delivered to on_message from this peer
         self.inbound = 0  # incoming connections from this peer that passed the hello
         self.dial_failures = 0  # consecutive failed dials (to log only the first at INFO)
+        self.legacy_hello = False  # its last hello had no ids (an older node): send it the older form
 
 
 class _Outbound(asyncio.Protocol):
@@ -246,6 +261,8 @@ class _Inbound(asyncio.Protocol):
             self._deliver(data)
         except CodecError as exc:
             self._reject(str(exc))
+        except StorageFailure as exc:  # what a hello told us could not be made durable: retried on redial
+            self._reject(str(exc))
         except Exception as exc:  # a bug here must cost this connection only, never the node
             log.exception("node=%s addr=%s reason=internal-error: closing incoming connection",
                           self._owner.node_id, self._addr)
@@ -264,13 +281,16 @@ class _Inbound(asyncio.Protocol):
         end = codec.FRAME_HEADER_BYTES + n
         if len(pre) < end:
             return b""
-        node, cluster = codec.decode_hello(bytes(pre[codec.FRAME_HEADER_BYTES:end]))
+        hello = codec.decode_hello(bytes(pre[codec.FRAME_HEADER_BYTES:end]))
+        node, cluster = hello.node_id, hello.cluster
         owner = self._owner
         if cluster != owner.cluster:
             raise CodecError(f"hello from node {node!r} of cluster {cluster!r}, this is cluster {owner.cluster!r}")
         peer = owner._peers.get(node)
         if peer is None:
             raise CodecError(f"hello from {node!r}, which is not a peer of this node")
+        owner._check_identity(node, hello)
+        peer.legacy_hello = hello.data_id is None
         if self._hello_timer is not None:
             self._hello_timer.cancel()
             self._hello_timer = None
@@ -326,7 +346,11 @@ class PeerTransport:
         config: TransportConfig = TransportConfig(),
         on_peer_down: Callable[[str], None] | None = None,
         seed: int | None = None,
+        identity: DataDirIdentity | None = None,
+        on_lost_data: Callable[[str, int], None] | None = None,
     ) -> None:
+        if (identity is None) != (on_lost_data is None):
+            raise ValueError("identity and on_lost_data go together")
         self.node_id = node_id
         self.cluster = cluster
         self.listen = listen
@@ -336,7 +360,9 @@ class PeerTransport:
         self._on_peer_down = on_peer_down
         self._peers = {p: _Peer(p, addr) for p, addr in peers.items() if p != node_id}
         self._rng = random.Random(seed)
-        self._hello_frame = codec.frame(codec.encode_hello(node_id, cluster))
+        self._identity = identity
+        self._on_lost_data = on_lost_data
+        self._legacy_hello_frame = codec.frame(codec.encode_hello(node_id, cluster))
         self._server: asyncio.Server | None = None
         self._inbound: set[_Inbound] = set()
         self._dirty: set[_Peer] = set()  # peers with messages queued since the last flush
@@ -520,7 +546,7 @@ class PeerTransport:
         """Write the hello, then everything queued, batch after batch, until the connection is lost."""
         tr = conn.transport
         assert tr is not None
-        tr.write(self._hello_frame)
+        tr.write(self._hello_frame(p))
         p.conn = conn
         log.info("node=%s peer=%s addr=%s:%d outgoing connection up", self.node_id, p.id, p.addr[0], p.addr[1])
         q, wake = p.queue, p.wake
@@ -537,6 +563,14 @@ class PeerTransport:
                 p.sent += count
             await conn.drain()
         raise ConnectionResetError("closed by the peer")
+
+    def _hello_frame(self, p: _Peer) -> bytes:
+        """The hello for a new connection to ``p``: our data directory's id and the
+        id we remember ``p``'s by, as of now (both change: adoption, first contact)."""
+        ident = self._identity
+        if ident is None or p.legacy_hello:
+            return self._legacy_hello_frame
+        return codec.frame(codec.encode_hello(self.node_id, self.cluster, ident.id, ident.known(p.id)))
 
     def _encode_batch(self, p: _Peer) -> tuple[list[bytes], int]:
         """Frames for the messages at the head of ``p``'s queue, up to ``write_batch_bytes``."""
@@ -567,6 +601,22 @@ class PeerTransport:
         return parts, count
 
     # -- receiving ----------------------------------------------------------------
+
+    def _check_identity(self, peer: str, hello: codec.Hello) -> None:
+        """What a hello says about identities (module docstring), before anything
+        after it is delivered: a lost-data verdict is made durable first, then
+        acknowledged; then the sender's id is remembered. A failed write raises:
+        the connection is closed and the peer's redial tries again."""
+        ident = self._identity
+        if ident is None:
+            return
+        known_as = hello.known_as
+        if known_as is not None and ident.check_known_as(peer, known_as):
+            assert self._on_lost_data is not None
+            self._on_lost_data(peer, known_as)
+            ident.acknowledge_lost(known_as)
+        if hello.data_id is not None:
+            ident.remember(peer, hello.data_id)
 
     def _inbound_closed(self, p: _Peer, addr: str, exc: Exception | None) -> None:
         p.inbound -= 1

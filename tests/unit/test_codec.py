@@ -273,7 +273,26 @@ def test_encode_is_still_correct_after_a_failed_encode() -> None:
 
 
 def test_hello_round_trips() -> None:
-    assert codec.decode_hello(codec.encode_hello("n1", "group-a")) == ("n1", "group-a")
+    assert codec.decode_hello(codec.encode_hello("n1", "group-a")) == codec.Hello("n1", "group-a", None, None)
+
+
+@pytest.mark.parametrize("data_id, known_as", [
+    (0x0123456789ABCDEF, 0xFEDCBA9876543210),
+    (1, None),  # the sender has never seen the receiver
+    ((1 << 64) - 1, (1 << 64) - 1),
+    (None, 7),
+])
+def test_hello_round_trips_with_data_directory_ids(data_id: int | None, known_as: int | None) -> None:
+    payload = codec.encode_hello("n1", "group-a", data_id, known_as)
+    assert len(msgpack.unpackb(payload)) == 6
+    assert codec.decode_hello(payload) == codec.Hello("n1", "group-a", data_id, known_as)
+
+
+def test_hello_without_ids_keeps_the_older_four_item_form() -> None:
+    """What a node older than data-directory ids sends and reads: still accepted, ids None."""
+    old = msgpack.packb([codec.HELLO, codec.PROTOCOL_VERSION, "n1", "g"])
+    assert codec.encode_hello("n1", "g") == old
+    assert codec.decode_hello(old) == codec.Hello("n1", "g")
 
 
 @pytest.mark.parametrize("payload", [
@@ -285,6 +304,14 @@ def test_hello_round_trips() -> None:
     msgpack.packb([codec.HELLO, codec.PROTOCOL_VERSION, "n1", 5]),
     msgpack.packb([codec.HELLO, codec.PROTOCOL_VERSION, "n1"]),
     msgpack.packb([codec.HELLO, codec.PROTOCOL_VERSION, "n1", "g", "extra"]),
+    msgpack.packb([codec.HELLO, codec.PROTOCOL_VERSION, "n1", "g", 5]),  # one id only
+    msgpack.packb([codec.HELLO, codec.PROTOCOL_VERSION, "n1", "g", 5, 6, 7]),
+    msgpack.packb([codec.HELLO, codec.PROTOCOL_VERSION, "n1", "g", 0, None]),  # 0 is never an id
+    msgpack.packb([codec.HELLO, codec.PROTOCOL_VERSION, "n1", "g", -1, None]),
+    msgpack.packb([codec.HELLO, codec.PROTOCOL_VERSION, "n1", "g", "id", None]),
+    msgpack.packb([codec.HELLO, codec.PROTOCOL_VERSION, "n1", "g", 5, True]),
+    msgpack.packb([codec.HELLO, codec.PROTOCOL_VERSION, "n1", "g", 5, b"\x01"]),
+    msgpack.packb([codec.HELLO, codec.PROTOCOL_VERSION, "n1", "g", 5.0, None]),
     msgpack.packb([codec.HELLO, codec.PROTOCOL_VERSION, "n" * 1000, "g"]),
     b"GET / HTTP/1.1\r\n\r\n",
     b"",

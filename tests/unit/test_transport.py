@@ -13,13 +13,16 @@ import random
 import struct
 import time
 import tracemalloc
+from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
 import pytest
 
 from dledger import codec
 from dledger.bench import free_ports
-from dledger.core.messages import AppendEntries, Entry, Message, NodeId, TimeoutNow
+from dledger.core.messages import AppendEntries, Entry, Message, NodeId, RequestVote, TimeoutNow
+from dledger.errors import StorageFailure
+from dledger.store.identity import DataDirIdentity
 from dledger.transport import Backoff, PeerTransport, TransportConfig
 
 log = logging.getLogger(__name__)
@@ -316,7 +319,7 @@ async def test_dialer_sends_hello_then_frames_and_redials_a_peer_that_talks_back
         payloads: list[bytes] = []
         while len(payloads) < 4:
             payloads += [bytes(p) for p in frames.feed(await asyncio.wait_for(r.read(4096), 5))]
-        assert codec.decode_hello(payloads[0]) == ("n1", CLUSTER)
+        assert codec.decode_hello(payloads[0]) == codec.Hello("n1", CLUSTER)
         assert [codec.decode(p) for p in payloads[1:]] == [msg("n1", "n2", k) for k in range(3)]
 
         w.write(b"unexpected")
@@ -324,13 +327,149 @@ async def test_dialer_sends_hello_then_frames_and_redials_a_peer_that_talks_back
         r2, w2 = await asyncio.wait_for(conns.get(), 5)  # redialed
         writers.append(w2)
         assert codec.decode_hello(bytes(next(codec.FrameDecoder().feed(await r2.readexactly(4 + len(payloads[0])))))) \
-            == ("n1", CLUSTER)
+            == codec.Hello("n1", CLUSTER)
     finally:
         await t.stop()
         for w in writers:
             w.close()
         server.close()
         await server.wait_closed()
+
+
+# --- data-directory identities in the hello ---------------------------------------------
+
+
+class Identities:
+    """Transports with data-directory identities under ``tmp_path``; records, in one
+    list, what each node is told about lost data and the messages it delivers."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.ports = dict(zip(IDS, free_ports(len(IDS))))
+        self.events: dict[str, list[tuple[Any, ...]]] = {i: [] for i in IDS}
+        self.ident: dict[str, DataDirIdentity] = {}
+        self.all: list[PeerTransport] = []
+
+    def identity(self, nid: str) -> DataDirIdentity:
+        self.ident[nid] = DataDirIdentity.open(self.base / nid, has_data=False, node_id=nid)
+        return self.ident[nid]
+
+    async def start(self, nid: str, on_lost_data: Callable[[str, int], None] | None = None) -> PeerTransport:
+        ev = self.events[nid]
+        peers = {p: ("127.0.0.1", self.ports[p]) for p in IDS if p != nid}
+        t = PeerTransport(nid, CLUSTER, ("127.0.0.1", self.ports[nid]), peers, lambda m: ev.append(("msg", m)),
+                          seed=1, identity=self.ident.get(nid) or self.identity(nid),
+                          on_lost_data=on_lost_data or (lambda peer, known: ev.append(("lost", peer, known))))
+        self.all.append(t)
+        await t.start()
+        return t
+
+
+@pytest.fixture
+async def ids(tmp_path: Path) -> AsyncIterator[Identities]:
+    n = Identities(tmp_path)
+    try:
+        yield n
+    finally:
+        for t in n.all:
+            await t.stop()
+
+
+async def raw_hello(port: int, *frames: bytes) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A raw connection that writes ``frames`` in one write."""
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    w.write(b"".join(frames))
+    await w.drain()
+    return r, w
+
+
+def vote(src: str, dst: str) -> bytes:
+    return codec.frame(codec.encode(RequestVote(5, NodeId(src), NodeId(dst), 100, 4)))
+
+
+async def test_peers_learn_each_others_ids_and_send_them_back_in_later_hellos(ids: Identities) -> None:
+    n1, n2 = await ids.start("n1"), await ids.start("n2")
+    await until(lambda: ids.ident["n1"].known("n2") == ids.ident["n2"].id
+                and ids.ident["n2"].known("n1") == ids.ident["n1"].id, what="ids exchanged")
+    # Remembered on disk too.
+    assert DataDirIdentity.open(ids.base / "n1", has_data=True).known("n2") == ids.ident["n2"].id
+    # A redial now says "I know you as <your id>": nothing is lost.
+    hello = codec.decode_hello(n1._hello_frame(n1._peers["n2"])[4:])
+    assert hello == codec.Hello("n1", CLUSTER, ids.ident["n1"].id, ids.ident["n2"].id)
+    assert not [e for e in ids.events["n2"] + ids.events["n1"] if e[0] == "lost"]
+
+
+async def test_a_node_told_it_is_known_under_another_id_learns_it_before_any_frame(ids: Identities) -> None:
+    """The hello's verdict comes first: a vote request behind it in the same read
+    reaches the node only after it was told it lost its data."""
+    await ids.start("n2")
+    me = ids.ident["n2"].id
+    old_id = me ^ 0x5A5A
+    r, w = await raw_hello(ids.ports["n2"], codec.frame(codec.encode_hello("n1", CLUSTER, 77, old_id)),
+                           vote("n1", "n2"))
+    try:
+        await until(lambda: len(ids.events["n2"]) == 2, what="the verdict and the vote")
+        kinds = [e[0] for e in ids.events["n2"]]
+        assert kinds == ["lost", "msg"] and ids.events["n2"][0] == ("lost", "n1", old_id)
+        assert old_id in ids.ident["n2"].former and ids.ident["n2"].id == me
+        assert ids.ident["n2"].known("n1") == 77
+    finally:
+        w.close()
+    # Acknowledged: the same hello again is no news (the node recovered once).
+    r, w = await raw_hello(ids.ports["n2"], codec.frame(codec.encode_hello("n1", CLUSTER, 77, old_id)),
+                           vote("n1", "n2"))
+    try:
+        await until(lambda: len(ids.events["n2"]) == 3, what="the second vote")
+        assert [e[0] for e in ids.events["n2"]] == ["lost", "msg", "msg"]
+    finally:
+        w.close()
+
+
+async def test_a_hello_naming_our_own_id_or_none_is_no_loss(ids: Identities) -> None:
+    await ids.start("n2")
+    me = ids.ident["n2"].id
+    for known in (me, None):
+        r, w = await raw_hello(ids.ports["n2"], codec.frame(codec.encode_hello("n1", CLUSTER, 77, known)),
+                               vote("n1", "n2"))
+        w.close()
+    await until(lambda: len(ids.events["n2"]) == 2, what="two votes")
+    assert all(e[0] == "msg" for e in ids.events["n2"])
+
+
+async def test_no_frame_is_delivered_when_the_recovery_cannot_be_made_durable(ids: Identities) -> None:
+    def cannot_persist(peer: str, known_as: int) -> None:
+        raise StorageFailure("disk gone")
+
+    await ids.start("n2", on_lost_data=cannot_persist)
+    r, w = await raw_hello(ids.ports["n2"], codec.frame(codec.encode_hello("n1", CLUSTER, 77, 12345)),
+                           vote("n1", "n2"))
+    try:
+        assert await closed_by_peer(r)
+    finally:
+        w.close()
+    assert ids.events["n2"] == []
+    assert 12345 not in ids.ident["n2"].former  # not acknowledged: the next hello tries again
+
+
+async def test_a_peer_that_said_hello_the_older_way_is_answered_the_older_way(ids: Identities) -> None:
+    """An older node refuses the 6-item hello; once its 4-item hello is seen, we send it that form."""
+    await ids.start("n1")
+    n1 = ids.all[0]
+    new = codec.decode_hello(n1._hello_frame(n1._peers["n2"])[4:])
+    assert new.data_id == ids.ident["n1"].id  # nothing heard from n2 yet: the new form
+    r, w = await raw_hello(ids.ports["n1"], codec.frame(codec.encode_hello("n2", CLUSTER)), vote("n2", "n1"))
+    try:
+        await until(lambda: ids.events["n1"], what="the old node's vote")
+        assert n1._hello_frame(n1._peers["n2"]) == codec.frame(codec.encode_hello("n1", CLUSTER))
+        assert ids.ident["n1"].known("n2") is None
+    finally:
+        w.close()
+    r, w = await raw_hello(ids.ports["n1"], codec.frame(codec.encode_hello("n2", CLUSTER, 5, None)))
+    try:  # n2 was upgraded: the new form again
+        await until(lambda: ids.ident["n1"].known("n2") == 5, what="n2's id")
+        assert codec.decode_hello(n1._hello_frame(n1._peers["n2"])[4:]).data_id == ids.ident["n1"].id
+    finally:
+        w.close()
 
 
 # --- bounded queues ----------------------------------------------------------------------
