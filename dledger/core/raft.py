@@ -201,6 +201,18 @@ class RaftCore:
         self.election_elapsed = 0
         self._campaign(transfer=False)
 
+    def lost_data(self) -> None:
+        """The runtime learned that this node's data directory is not the one its
+        peers knew (a wiped or replaced disk, ``dledger.store.identity``). It may
+        have acknowledged entries and granted votes it no longer remembers, so it
+        becomes ``recovering``: a follower that neither votes nor campaigns until
+        it holds what a leader has committed (see ``__init__``)."""
+        if not self.recovering:
+            log.info("node=%s term=%d lost its data: recovering", self.id, self.term)
+        self.recovering = True
+        if self.role is not Role.FOLLOWER:
+            self._become_follower(self.term, None)
+
     def leader_unreachable(self) -> None:
         """The runtime saw the leader's connection close (its process likely died).
 
@@ -605,7 +617,12 @@ class RaftCore:
         )
 
     def _maybe_end_recovery(self, leader_commit: int) -> None:
-        if self.recovering and self.log.committed >= leader_commit:
+        # Caught up only with a commit index that covers an entry of the
+        # leader's own term: until its first commit, a new leader's commit index
+        # can lie below entries committed in earlier terms (§5.4.2, the no-op of
+        # §8), which this node would still lack when it votes again.
+        lg = self.log
+        if self.recovering and lg.committed >= leader_commit and lg.term(leader_commit) == self.term:
             self.recovering = False
             log.info("node=%s term=%d caught up to the leader's commit index %d: voting again",
                      self.id, self.term, leader_commit)
