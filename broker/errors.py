@@ -1,7 +1,13 @@
 """The broker's errors. Each carries its HTTP status and error code, mapped
-once at the HTTP edge (``broker.http``): handlers never pick statuses."""
+once at the HTTP edge (``broker.http``): handlers never pick statuses.
+Exceptions from below the broker (a storage failure of the log, an I/O
+error, damaged stored data) become broker errors in one place,
+:func:`as_broker_error`, so that every error reaches a client in the JSON
+error model."""
 
 from __future__ import annotations
+
+import errno
 
 
 class BrokerError(Exception):
@@ -108,3 +114,47 @@ class Unavailable(BrokerError):
     code = "unavailable"
     http_status = 503
     retry_after_s = 1
+
+
+class StorageDamaged(BrokerError):
+    """Stored data this node was about to serve failed its checks (a
+    ConsumeQueue entry out of log order, a record whose CRC, topic or queue
+    does not match). Never served; other replicas hold good copies, and this
+    node rebuilds its derived files from the log on its next start."""
+
+    code = "storage_damaged"
+    http_status = 503
+    retry_after_s = 1
+
+
+class StorageFailed(BrokerError):
+    """A write or read of this node's storage failed (disk full, I/O error):
+    a write in flight is not stored here; a node whose log cannot be written
+    stops."""
+
+    code = "storage_failure"
+    http_status = 503
+    retry_after_s = 1
+
+
+def as_broker_error(exc: Exception) -> BrokerError:
+    """The broker error a client is told for ``exc``: itself if it is one;
+    storage failures, OS errors and damaged data as 503s with what happened;
+    anything else as a 500 ``internal_error`` (a bug: the caller logs it)."""
+    # Imported here: errors.py is imported by everything and imports nothing of ours at load.
+    from broker.message import RecordError
+    from broker.store import CorruptStore
+    from dledger import StorageFailure
+
+    if isinstance(exc, BrokerError):
+        return exc
+    if isinstance(exc, StorageFailure):
+        return StorageFailed(f"this node's storage failed; the request was not completed here: {exc}")
+    if isinstance(exc, TimeoutError):  # an OSError, but no storage's fault
+        return Unavailable(f"timed out: {exc}")
+    if isinstance(exc, OSError) and not isinstance(exc, ConnectionError):
+        what = errno.errorcode.get(exc.errno or 0, "I/O error")
+        return StorageFailed(f"this node's storage failed ({what}); the request was not completed here: {exc}")
+    if isinstance(exc, (CorruptStore, RecordError)):
+        return StorageDamaged(f"this node found damaged data and will not serve it; read from another node: {exc}")
+    return BrokerError(f"internal error: {type(exc).__name__}: {exc}")

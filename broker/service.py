@@ -5,7 +5,12 @@
 leader (store time, queue choice, tag hashes) and proposed to the log; they
 return once the entry is committed on a majority and applied here. Reads
 serve applied (hence committed) data from the ConsumeQueue and the CommitLog,
-on any node.
+on any node, and check what they serve: a message read through a
+ConsumeQueue entry must pass its CRC and carry that entry's topic, queue and
+tag hash, and the entries must be in log order; otherwise the answer is a
+503 ``storage_damaged`` (other nodes hold good copies), never a neighbour's
+message, and the damage is recorded so the next start rebuilds the derived
+files from the log.
 """
 
 from __future__ import annotations
@@ -36,9 +41,12 @@ from broker.errors import (
     QueueNotFound,
     TopicConflict,
     TopicNotFound,
+    StorageDamaged,
+    StorageFailed,
     Unavailable,
 )
 from broker.message import (
+    MAGIC,
     Message,
     RecordError,
     decode_record,
@@ -51,7 +59,19 @@ from broker.message import (
     tag_hash,
 )
 from broker.statemachine import BrokerState, expand
-from dledger import DLedger, LeadershipLost, NodeConfig, NodeStopped, NotLeader, ProposalDropped, StateAheadOfLog
+from broker.store import CorruptStore
+from broker.store.consume_queue import ConsumeQueue, CqRead
+from dledger import (
+    DLedger,
+    DLedgerError,
+    LeadershipLost,
+    NodeConfig,
+    NodeStopped,
+    NotLeader,
+    ProposalDropped,
+    StateAheadOfLog,
+    StorageFailure,
+)
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +130,8 @@ class Broker:
         self.state = BrokerState(config.data_dir, config.group, self._position_of)
         # Retention works in time marks: a few hundred per retention period.
         self.state.mark_interval_ms = max(1, min(60_000, int(config.retention_hours * 3600 * 1000 / 100)))
-        applied = self.state.load_checkpoint()
+        self._loading_started = time.monotonic()
+        applied = self.state.load_checkpoint()  # 0 when the derived state must be rebuilt from the log
         self._waiters = _QueueWaiters()
         self.state.listener = self._waiters
         node_cfg = NodeConfig(
@@ -125,6 +146,7 @@ class Broker:
             election_timeout_ticks=config.election_timeout_ticks,
             preferred_leader=config.preferred_leader,
             rejoin=config.rejoin,
+            bootstrap=config.bootstrap,
         )
         try:
             self.log = DLedger(node_cfg, self.state, applied_index=applied)
@@ -132,8 +154,7 @@ class Broker:
             # The log lost its tail (torn write, power loss with async flush) below
             # our checkpoint: re-applying would dispatch those entries twice.
             # Rebuild the state from the log (and the peers) instead.
-            log.warning("node=%s %s: rebuilding the broker state from the log", config.node_id, exc)
-            self.state.wipe()
+            self.state.rebuild(f"node={config.node_id} {exc}")
             self.log = DLedger(node_cfg, self.state, applied_index=0)
         self._rr = itertools.count()
         self.groups = ConsumerGroups(session_timeout_ms=config.consumer_session_timeout_ms)
@@ -148,6 +169,16 @@ class Broker:
         await self.log.start()
         self._tasks.append(asyncio.create_task(self._checkpointer(), name="broker-checkpoint"))
         self._tasks.append(asyncio.create_task(self._retention(), name="broker-retention"))
+        if self.state.rebuild_reason is not None:
+            self._tasks.append(asyncio.create_task(self._report_rebuild(self.log.store.last_index()),
+                                                   name="broker-rebuild-report"))
+
+    async def _report_rebuild(self, last_index: int) -> None:
+        """Log how long re-applying the log took after the derived state was wiped."""
+        await self.log.wait_applied(last_index)
+        log.warning("node=%s event=rebuild_derived_done entries=%d elapsed_ms=%.0f reason=%r", self.config.node_id,
+                    self.log.applied_index, (time.monotonic() - self._loading_started) * 1000,
+                    self.state.rebuild_reason)
 
     async def stop(self) -> None:
         for t in self._tasks:
@@ -176,13 +207,21 @@ class Broker:
             first = self.log.compact(upto)
             if first > 1:
                 self.state.expire_before(first - 1, self.log.first_position())
+                # At once: the last checkpoint names the files just deleted (a
+                # crash before the next one would rebuild the derived state).
+                self.state.checkpoint()
                 log.info("node=%s retention: log now starts at index %d", self.config.node_id, first)
 
     async def _checkpointer(self) -> None:
+        """Checkpoint every ``checkpoint_interval_ms``. A failed checkpoint is
+        logged and retried: the last good one stays, and the log holds the rest."""
         period = self.config.checkpoint_interval_ms / 1000
         while True:
             await asyncio.sleep(period)
-            self.state.checkpoint()
+            try:
+                self.state.checkpoint()
+            except (StorageFailure, OSError) as exc:
+                log.error("node=%s event=checkpoint_failed error=%r", self.config.node_id, exc)
 
     # ------------------------------------------------------------------
     # leadership
@@ -215,6 +254,9 @@ class Broker:
             raise Unavailable(f"the write was not stored, retry: {exc}")
         except NodeStopped as exc:
             raise Unavailable(f"this node is shutting down: {exc}")
+        except StorageFailure as exc:
+            raise StorageFailed(f"this node's log could not be written and the node stops; the write may or may "
+                                f"not be stored on the others (retry with the same producer id and sequence): {exc}")
 
     # ------------------------------------------------------------------
     # topics
@@ -360,22 +402,23 @@ class Broker:
             raise OffsetOutOfRange(f"offset {offset} is beyond the end of the queue ({hi})", max_offset=hi)
         while True:
             start = max(offset, cq.min_offset)
-            picked: list[tuple[int, int, int]] = []  # (queue offset, physical offset, size)
+            picked: list[CqRead] = []
             next_offset = start
             scanned = 0
             while len(picked) < max_messages and next_offset < cq.max_offset and scanned < 16 * max_messages:
-                batch = cq.read(next_offset, max_messages if want is None else max_messages * 4)
+                batch = self._read_queue(cq, topic, queue_id, next_offset,
+                                         max_messages if want is None else max_messages * 4)
                 if not batch:
                     break
-                for qoff, phys, size, th in batch:
-                    next_offset = qoff + 1
+                for entry in batch:
+                    next_offset = entry[0] + 1
                     scanned += 1
-                    if want is not None and th not in want:
+                    if want is not None and entry[3] not in want:
                         continue
-                    picked.append((qoff, phys, size))
+                    picked.append(entry)
                     if len(picked) >= max_messages:
                         break
-            out = self._read_messages(picked)
+            out = self._read_messages(topic, queue_id, picked)
             if names is not None:
                 out = [m for m in out if m["tags"] in names]  # drop tag hash collisions
             remaining = deadline - time.monotonic()
@@ -385,13 +428,33 @@ class Broker:
             offset = next_offset
             await self._waiters.wait(topic, queue_id, remaining)
 
-    def _read_messages(self, picked: list[tuple[int, int, int]]) -> list[dict[str, Any]]:
+    def _read_queue(self, cq: ConsumeQueue, topic: str, queue_id: int, offset: int, n: int) -> list[CqRead]:
+        """``cq.read``, with damaged entries reported (see ``_damaged``)."""
+        try:
+            return cq.read(offset, n)
+        except CorruptStore as exc:
+            raise self._damaged(f"consume queue {topic}/{queue_id} near offset {offset}: {exc}", derived=True)
+
+    def _damaged(self, what: str, derived: bool) -> StorageDamaged:
+        """Log damage found while serving, loudly, and the error to answer
+        with. ``derived``: the damage is in a derived file (a ConsumeQueue or
+        IndexFile), which the next start then rebuilds from the log; damage
+        in the log itself is dledger's to repair."""
+        log.error("node=%s event=storage_damaged derived=%s %s", self.config.node_id, derived, what)
+        if derived:
+            self.state.note_damage(what)
+        return StorageDamaged(f"this node holds damaged data and will not serve it; read from another node "
+                              f"(it rebuilds on restart): {what}")
+
+    def _read_messages(self, topic: str, queue_id: int, picked: list[CqRead]) -> list[dict[str, Any]]:
         """Read records with as few positional reads as possible: records of one
         produce batch sit next to each other, so nearby ones (same segment,
-        within READ_SPAN_BYTES) come from a single read."""
+        within READ_SPAN_BYTES) come from a single read. Each record must pass
+        its CRC and carry its entry's topic, queue and tag hash: else the
+        entry (or the record) is damaged, and nothing of the batch is served."""
         out: list[dict[str, Any]] = []
         sb = self.config.segment_bytes
-        ids = format_msg_ids(self.config.group, [phys for _, phys, _ in picked])
+        ids = format_msg_ids(self.config.group, [e[1] for e in picked])
         i, n = 0, len(picked)
         while i < n:
             lo = picked[i][1]
@@ -403,10 +466,33 @@ class Broker:
                     break
                 hi = max(hi, p + sz)
                 j += 1
-            buf = memoryview(self.log.read_at(lo, hi - lo))
+            try:
+                if hi - lo > READ_SPAN_BYTES and not _framed(self.log.read_at(lo, 8), picked[i][2]):
+                    # A large size is checked against the record's header before it
+                    # is read: a damaged size must not make us read a whole segment.
+                    raise self._damaged(f"{topic}/{queue_id} offset {picked[i][0]}: no record of {picked[i][2]} "
+                                        f"bytes at position {lo}", derived=True)
+                buf = memoryview(self.log.read_at(lo, hi - lo))
+            except (DLedgerError, IndexError) as exc:
+                raise self._damaged(f"log bytes {lo}..{hi} of {topic}/{queue_id} offsets "
+                                    f"{picked[i][0]}..{picked[j - 1][0]} unreadable: {exc!r}",
+                                    derived=isinstance(exc, IndexError))
             for k in range(i, j):
-                qoff, phys, size = picked[k]
-                out.append(record_view(buf[phys - lo : phys - lo + size], ids[k], qoff))
+                qoff, phys, size, th = picked[k]
+                raw = buf[phys - lo : phys - lo + size]
+                try:
+                    m = record_view(raw, ids[k], qoff)
+                except RecordError as exc:
+                    # A record whose framing holds but whose CRC fails is damaged in
+                    # the log; a framing that does not fit the entry means the entry
+                    # points at the wrong place.
+                    raise self._damaged(f"{topic}/{queue_id} offset {qoff} at position {phys} size {size}: {exc}",
+                                        derived=not _framed(raw))
+                if m["topic"] != topic or m["queue_id"] != queue_id or th != (tag_hash(m["tags"]) if m["tags"] else 0):
+                    raise self._damaged(f"{topic}/{queue_id} offset {qoff} points at position {phys}, a message of "
+                                        f"{m['topic']}/{m['queue_id']} with tags {m['tags']!r} "
+                                        f"(the entry's tag hash is {th})", derived=True)
+                out.append(m)
             i = j
         return out
 
@@ -424,22 +510,34 @@ class Broker:
         return _message_view(self.config.group, phys, qoff, msg)
 
     def _read_record(self, phys: int, msg_id: str) -> tuple[Message, int]:
+        """The record at ``phys``: 404 if there is none (an id made up or
+        expired), 503 if one is there but damaged."""
         try:
             head = self.log.read_at(phys, RECORD_PEEK_BYTES)
             size = int.from_bytes(head[:4], "big")
             raw = head[:size] if size <= len(head) else self.log.read_at(phys, size)
+        except (IndexError, ValueError) as exc:
+            raise MessageNotFound(f"no message with id {msg_id!r}") from exc
+        except DLedgerError as exc:
+            raise self._damaged(f"message {msg_id}: the log cannot serve it: {exc}", derived=False)
+        try:
             return decode_record(raw), size
-        except (RecordError, IndexError, ValueError, OSError) as exc:
+        except RecordError as exc:
+            if _framed(raw):
+                raise self._damaged(f"message {msg_id}: {exc}", derived=False)
             raise MessageNotFound(f"no message with id {msg_id!r}") from exc
 
     def _queue_offset_of(self, topic: str, queue_id: int, phys: int) -> int | None:
+        """The queue offset of the message at ``phys``, by binary search of its
+        ConsumeQueue (physical offsets grow with queue offsets); every entry
+        read is checked against its neighbours (``ConsumeQueue.read``)."""
         if topic not in self.state.topics or not 0 <= queue_id < self.state.topics[topic]:
             return None
         cq = self.state.cq.queue(topic, queue_id)
         lo, hi = cq.min_offset, cq.max_offset - 1
-        while lo <= hi:  # physical offsets grow with queue offsets: binary search
+        while lo <= hi:
             mid = (lo + hi) // 2
-            entry = cq.read(mid, 1)
+            entry = self._read_queue(cq, topic, queue_id, mid, 1)
             if not entry:
                 return None
             p = entry[0][1]
@@ -455,13 +553,24 @@ class Broker:
         if not key:
             raise InvalidArgument("key must not be empty")
         out = []
+        first = self.log.first_position()
         for phys, size, _ts in self.state.index.query(key, begin_ms, end_ms, max_results * 2):
-            try:
-                msg = decode_record(self.log.read_at(phys, size))
-            except (RecordError, IndexError, OSError):
+            if phys < first:
                 continue  # deleted by retention
+            raw = b""
+            try:
+                if size > READ_SPAN_BYTES and not _framed(self.log.read_at(phys, 8), size):
+                    raise RecordError(f"no record of {size} bytes there")  # do not read a damaged size's worth
+                raw = self.log.read_at(phys, size)
+                msg = decode_record(raw)
+            except (RecordError, IndexError, ValueError, DLedgerError) as exc:
+                # Not served: the index entry points at no record of its size
+                # (a damaged entry), or the log's record is damaged.
+                self._damaged(f"index entry for key {key!r} at position {phys} size {size}: {exc!r}",
+                              derived=not isinstance(exc, DLedgerError) and not _framed(raw))
+                continue
             if key not in msg.keys:
-                continue  # a hash collision
+                continue  # a hash collision (or a damaged entry pointing at another record)
             qoff = self._queue_offset_of(msg.topic, msg.queue_id, phys)
             if qoff is not None:
                 out.append(_message_view(self.config.group, phys, qoff, msg))
@@ -590,6 +699,14 @@ class Broker:
 
 async def _done(value: Any) -> Any:
     return value
+
+
+def _framed(raw: bytes | memoryview, size: int | None = None) -> bool:
+    """Whether ``raw`` starts with a record header (magic) whose size is
+    ``size`` (default: ``len(raw)``): a record then sits there, even if its
+    CRC fails."""
+    want = len(raw) if size is None else size
+    return len(raw) >= 8 and int.from_bytes(raw[:4], "big") == want and int.from_bytes(raw[4:8], "big") == MAGIC
 
 
 def _message_view(group: str, phys: int, queue_offset: int, msg: Message) -> dict[str, Any]:

@@ -7,17 +7,56 @@ IndexFile. Topics, consumer offsets and the producer dedup table are plain
 applied state. Everything here is deterministic: replicas that apply the same
 log hold byte-identical ConsumeQueues and equal offsets.
 
-Restart: the applied state is checkpointed (``<data>/broker/checkpoint``,
-msgpack, written atomically) together with the log index it reflects and the
-ConsumeQueue and IndexFile lengths at that index. On start the checkpoint is
-loaded, ConsumeQueue and IndexFile entries written after it are cut off, and
-the log is re-applied from the next index (dledger's ``applied_index``).
+Restart. Everything here is derived from the log, so nothing here is
+precious: the applied state is checkpointed every second (and on a clean
+stop) in ``<data>/broker/checkpoint``, framed with a magic, a version and a
+CRC32 (byte layout: :mod:`broker.store.checkpoint`), together with the log
+index it reflects and what it takes to verify every derived file on start
+without trusting it: per ConsumeQueue file and per IndexFile the length and
+CRC32 at that index. Order of a checkpoint: ConsumeQueues and IndexFiles
+flushed first, then the checkpoint naming them written atomically
+(``dledger.write_atomically``). The files only grow between checkpoints, so
+a crash at any instant leaves a checkpoint that describes a prefix of every
+file; retention deletes files and is followed at once by a checkpoint.
+
+On start (:meth:`BrokerState.load_checkpoint`) the checkpoint is read and
+checked, every derived file is compared with it and cut back to it, and the
+log is re-applied from the next index. Anything missing, short, torn or
+damaged (the checkpoint, a ConsumeQueue file, a ``min_offset`` file, an
+IndexFile, or damage noticed while serving and recorded in the checkpoint)
+is never a refusal to start: the derived state is wiped and the log
+re-applied from its first index (``applied_index`` 0; dledger restores the
+snapshot its log starts after, if retention compacted it), with one log line
+``event=rebuild_derived reason=...``. Damaged hash slots alone are rebuilt in
+place from the index entries.
+
+The checkpoint's body (version 2), a msgpack map::
+
+    index        int   the log index the state reflects
+    topics       map   topic -> number of queues
+    offsets      list  [group, topic, queue_id, offset]
+    dedup        list  [producer_id, [[sequence, part, [queue_id, first_offset, [phys, ...]]], ...]]
+    time_marks   list  [store_ts_ms, index]: retention marks
+    queues       list  [topic, queue_id, min_offset, max_offset, [[file_start, entries, crc32], ...]]
+                       (ConsumeQueue.checkpoint_record)
+    index_marker int   IndexFile entries added in all
+    index_files  list  [first, slot_count, capacity, entry_count, entries_crc32, slots_crc32,
+                        begin_ts, end_ts, begin_phys, end_phys] (IndexStore.checkpoint_record)
+    damaged      list  (optional) damage found while serving: the next start rebuilds
+
+Version 1 (before the framing) had ``queues`` as ``[topic, queue_id,
+max_offset]`` and no ``index_files``: it still loads, its files are cut to
+its lengths (nothing to verify them by) and checksummed once for the next
+checkpoint. A snapshot (for a follower behind the log's start) is the
+version-1 map without framing, as before.
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
+import struct
+import time
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable, Iterable, Protocol
@@ -27,14 +66,21 @@ import msgpack
 from broker import commands
 from broker.commands import CommitOffset, CreateTopic, Noop, Produce, UpdateTopic
 from broker.message import format_msg_ids, parse_msg_id, record_sizes
+from broker.store import CorruptStore
+from broker.store import checkpoint as checkpoint_file
 from broker.store.consume_queue import ConsumeQueueStore
 from broker.store.index_file import IndexStore
-from dledger import write_atomically
+from dledger import fsync_dir, write_atomically
 
 log = logging.getLogger(__name__)
 
 DEDUP_PER_PRODUCER = 128  # recent requests remembered per producer id
 DEDUP_PRODUCERS = 10_000  # producer ids remembered (least recently used evicted)
+MAX_DAMAGE_NOTES = 16  # damage found while serving, kept for the next checkpoint
+
+# What opening or checking derived files raises when they are damaged (a
+# short file makes struct or mmap raise, not CorruptStore).
+DERIVED_DAMAGE = (CorruptStore, ValueError, struct.error)
 
 # What a stored produce command yields: (queue_id, queue offset of its first
 # message, physical offset of each message). Compact on purpose: every replica
@@ -73,8 +119,11 @@ class BrokerState:
         self._position_of = position_of
         self._data = Path(data_dir)
         self._cq_entries_per_file = cq_entries_per_file
-        self.cq = ConsumeQueueStore(Path(data_dir), entries_per_file=cq_entries_per_file)
-        self.index = IndexStore(Path(data_dir) / "index")
+        self._damage: list[str] = []  # found opening the derived files: load_checkpoint rebuilds
+        self._runtime_damage: list[str] = []  # found while serving: the next start rebuilds
+        # Why the last load_checkpoint rebuilt the derived state from the log (None: it did not).
+        self.rebuild_reason: str | None = None
+        self.cq, self.index = self._open_derived()
         self.topics: dict[str, int] = {}
         self.offsets: dict[tuple[str, str, int], int] = {}
         self.dedup: OrderedDict[str, OrderedDict[tuple[int, int], ProduceResult]] = OrderedDict()
@@ -165,6 +214,7 @@ class BrokerState:
     # checkpoint and snapshot
     # ------------------------------------------------------------------
     def _state_doc(self) -> dict[str, Any]:
+        """The applied state, as a snapshot holds it (queues as [topic, queue_id, max_offset])."""
         return {
             "index": self.applied_index,
             "topics": self.topics,
@@ -184,44 +234,128 @@ class BrokerState:
             (p, OrderedDict(((s, part), _load_result(r)) for s, part, r in seen)) for p, seen in doc["dedup"]
         )
 
+    @property
+    def checkpoint_path(self) -> Path:
+        return self._dir / "checkpoint"
+
     def checkpoint(self) -> None:
-        """Make the ConsumeQueues durable, then record the state and the index it reflects."""
+        """Make the ConsumeQueues and IndexFiles durable, then record the state,
+        the index it reflects and the files' lengths and CRCs (module docstring).
+        Reads no derived file: their CRCs are carried as they are written."""
         if not self._dirty:
             return
         self.cq.flush()
         self.index.flush()
-        write_atomically(self._dir / "checkpoint", msgpack.packb(self._state_doc(), use_bin_type=True))
+        doc = self._state_doc()
+        doc["queues"] = self.cq.checkpoint_records()
+        doc["index_files"] = self.index.checkpoint_record()
+        if self._runtime_damage:
+            doc["damaged"] = self._runtime_damage
+        write_atomically(self.checkpoint_path, checkpoint_file.encode(doc))
         self._dirty = False
 
     def load_checkpoint(self) -> int:
-        """Load the last checkpoint and cut what was written after it. Returns
-        the log index it reflects (0 if none): the log is re-applied after it."""
-        path = self._dir / "checkpoint"
-        doc: dict[str, Any] | None = None
-        if path.exists():
-            doc = msgpack.unpackb(path.read_bytes(), raw=False, strict_map_key=False)
-        if doc is None:
-            self.cq.truncate_all({})
-            self.index.truncate_to(self.index.empty_marker())
+        """Load the last checkpoint, check the derived files against it and cut
+        what was written after it. Returns the log index it reflects: the log
+        is re-applied after it. 0 when there is none or anything is damaged:
+        the derived state is then wiped and the whole log re-applied."""
+        started = time.monotonic()
+        problem = "; ".join(self._damage) or None
+        version, doc = 0, None
+        if problem is None:
+            try:
+                raw: bytes | None = self.checkpoint_path.read_bytes()
+            except FileNotFoundError:
+                raw = None
+            if raw is not None:
+                try:
+                    version, doc = checkpoint_file.decode(raw)
+                except checkpoint_file.DamagedCheckpoint as exc:
+                    problem = f"checkpoint {self.checkpoint_path} damaged: {exc}"
+        if problem is None and doc is None:
+            if self.cq.queues() or self.index.marker() != self.index.empty_marker():
+                problem = "no checkpoint, yet derived files exist (a crash before the first checkpoint?)"
+            else:
+                return 0  # a new node
+        if problem is None:
+            assert doc is not None
+            try:
+                problem = self._restore_checkpoint(version, doc)
+            except (KeyError, TypeError, IndexError, *DERIVED_DAMAGE) as exc:
+                problem = f"checkpoint {self.checkpoint_path} does not fit the files on disk: {exc!r}"
+        if problem is not None:
+            self.rebuild(problem)
             return 0
-        self._load_doc(doc)
-        self.cq.truncate_all({(t, q): m for t, q, m in doc["queues"]})
-        self.index.truncate_to(doc["index_marker"])
-        log.info("checkpoint loaded index=%d topics=%d", self.applied_index, len(self.topics))
+        log.info("event=checkpoint_loaded index=%d version=%d topics=%d queues=%d index_files=%d verified_ms=%.0f",
+                 self.applied_index, version, len(self.topics), len(self.cq.queues()), len(self.index.file_names),
+                 (time.monotonic() - started) * 1000)
         return self.applied_index
+
+    def _restore_checkpoint(self, version: int, doc: dict[str, Any]) -> str | None:
+        """Take the applied state from ``doc`` and bring the derived files back
+        to it. Returns what does not match, or None."""
+        self._load_doc(doc)
+        if doc.get("damaged"):
+            return f"damage found while serving: {'; '.join(map(str, doc['damaged']))}"
+        if version == checkpoint_file.LEGACY_VERSION:
+            self.cq.truncate_all({(t, q): m for t, q, m in doc["queues"]})
+            self.index.truncate_to(doc["index_marker"])
+            self.cq.checkpoint_records()  # checksum the files once, for the checkpoints to come
+            self.index.checkpoint_record()
+            return None
+        return self.cq.restore_checkpoint(doc["queues"]) or self.index.restore_checkpoint(doc["index_files"])
+
+    def rebuild(self, reason: str) -> None:
+        """Wipe the derived state: the log is re-applied from its first index."""
+        log.warning("event=rebuild_derived reason=%r action=wipe_derived_state_and_reapply_log", reason)
+        self.wipe()
+        self.rebuild_reason = reason
+
+    def note_damage(self, what: str) -> None:
+        """Damage found while serving (a read that failed its checks): recorded
+        in the next checkpoint, so the next start rebuilds the derived state."""
+        if len(self._runtime_damage) < MAX_DAMAGE_NOTES and what not in self._runtime_damage:
+            self._runtime_damage.append(what)
+            self._dirty = True
+
+    def _open_derived(self) -> tuple[ConsumeQueueStore, IndexStore]:
+        """Open the ConsumeQueues and IndexFiles; one too damaged to open is
+        noted (``load_checkpoint`` then rebuilds) and every derived file wiped."""
+        cq: ConsumeQueueStore | None = None
+        try:
+            cq = ConsumeQueueStore(self._data, entries_per_file=self._cq_entries_per_file)
+            return cq, IndexStore(self._data / "index")
+        except DERIVED_DAMAGE as exc:
+            self._damage.append(f"derived files cannot be opened: {exc!r}")
+            log.error("derived files cannot be opened: %r", exc)
+            if cq is not None:
+                cq.close()
+        self._remove_derived_files()
+        return (ConsumeQueueStore(self._data, entries_per_file=self._cq_entries_per_file),
+                IndexStore(self._data / "index"))
+
+    def _remove_derived_files(self) -> None:
+        """The checkpoint first (durably), so that a crash halfway leaves no
+        checkpoint naming files that are gone; then the files."""
+        try:
+            self.checkpoint_path.unlink()
+            fsync_dir(self._dir)
+        except FileNotFoundError:
+            pass
+        for sub in ("consumequeue", "index"):
+            shutil.rmtree(self._data / sub, ignore_errors=True)
 
     def wipe(self) -> None:
         """Forget all applied state and its files: the log is re-applied from scratch."""
         self.cq.close()
         self.index.close()
-        for sub in ("consumequeue", "index"):
-            shutil.rmtree(self._data / sub, ignore_errors=True)
-        (self._dir / "checkpoint").unlink(missing_ok=True)
+        self._remove_derived_files()
         self.cq = ConsumeQueueStore(self._data, entries_per_file=self._cq_entries_per_file)
         self.index = IndexStore(self._data / "index")
         self.topics, self.offsets, self.dedup = {}, {}, OrderedDict()
         self.time_marks = []
         self.applied_index = 0
+        self._damage, self._runtime_damage = [], []
         self._dirty = False
 
     def snapshot(self) -> bytes:

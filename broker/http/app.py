@@ -3,7 +3,10 @@
 ``Content-Type`` or ``Accept`` is ``application/msgpack``. Errors are
 ``{"error": code, "message": text}``; ``BrokerError`` subclasses carry their
 status, mapped here once (follower writes: 307 to the leader's same URL;
-no leader: 503 with Retry-After).
+no leader: 503 with Retry-After); any other exception a handler raises (a
+storage failure mid-request, an I/O error, a bug) is turned into one by
+``broker.errors.as_broker_error`` in the same middleware, so no answer is
+ever aiohttp's plain-text 500.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from broker.errors import (
     NotLeaderError,
     RequestTooLarge,
     UnsupportedMediaType,
+    as_broker_error,
 )
 from broker.http.openapi import openapi_document
 from broker.service import Broker, OutMessage
@@ -317,12 +321,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return respond(request, {"error": exc.code, "message": exc.message, "leader": exc.leader_url},
                        status=307, headers={"Location": location})
     except BrokerError as exc:
-        headers = {}
-        retry = getattr(exc, "retry_after_s", None)
-        if retry is not None:
-            headers["Retry-After"] = str(retry)
-        return respond(request, {"error": exc.code, "message": exc.message, **exc.details},
-                       status=exc.http_status, headers=headers)
+        return error_response(request, exc)
     except web.HTTPRequestEntityTooLarge as exc:
         return respond(request, {"error": RequestTooLarge.code, "message": f"request body over the limit ({exc.text})"},
                        status=413)
@@ -333,6 +332,27 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return respond(request, {"error": "method_not_allowed",
                                  "message": f"{request.method} is not allowed on {request.path}; "
                                             f"allowed: {', '.join(sorted(exc.allowed_methods))}"}, status=405)
+    except web.HTTPException as exc:  # any other status aiohttp raises itself
+        return respond(request, {"error": (exc.reason or "http_error").lower().replace(" ", "_"),
+                                 "message": exc.text or exc.reason}, status=exc.status)
+    except Exception as exc:  # CancelledError is a BaseException: it passes through
+        err = as_broker_error(exc)
+        if err.http_status >= 500 and err.code == BrokerError.code:
+            log.exception("%s %s failed: internal error", request.method, request.path)
+        else:
+            log.error("%s %s failed: %s: %s", request.method, request.path, err.code, err.message)
+        return error_response(request, err)
+
+
+def error_response(request: web.Request, exc: BrokerError) -> web.Response:
+    """The JSON (or msgpack) error model for ``exc``: ``{"error": code,
+    "message": text, ...details}`` with its status and Retry-After."""
+    headers = {}
+    retry = getattr(exc, "retry_after_s", None)
+    if retry is not None:
+        headers["Retry-After"] = str(retry)
+    return respond(request, {"error": exc.code, "message": exc.message, **exc.details},
+                   status=exc.http_status, headers=headers)
 
 
 ROUTES: list[tuple[str, str, Handler]] = [

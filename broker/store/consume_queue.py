@@ -37,6 +37,24 @@ written atomically (temporary file, fsync, rename). Entries below
 ``min_offset`` of a file are a hole (zeros) or stale and are never read. A
 queue whose files were all deleted keeps ``max_offset == min_offset``.
 
+Checksums: the broker checkpoint records, per queue, ``min_offset``,
+``max_offset`` and for every file its start, its number of entries and the
+CRC32 (``zlib.crc32``) of its bytes from 0 to ``entries * 20`` (holes
+included, as zeros): :meth:`ConsumeQueue.checkpoint_record`. The CRC of the
+file being appended to is carried forward with each batch written
+(``zlib.crc32(data, crc)``), and a full file's CRC is never recomputed, so a
+checkpoint reads no file. On start :meth:`ConsumeQueue.restore_checkpoint`
+reads each file once, compares, and cuts the entries written after the
+checkpoint; any difference means the queue is damaged and the broker
+rebuilds its derived state from the log.
+
+Reads check what they can without the checkpoint: the entries of a queue
+point at records in log order, so each entry must start at or after the end
+of the one before it. :meth:`ConsumeQueue.read` reads one neighbour on each
+side of the entries asked for and raises :class:`DamagedEntry` when that
+order breaks, which is what a flipped bit in a physical offset that still
+lands on a valid record (a neighbour's) looks like.
+
 Writes are one ``pwrite`` per file touched per batch; reads are ``pread``s of
 the entries asked for (files are never loaded whole). Durability comes from
 :meth:`ConsumeQueue.flush` (fdatasync), called before each checkpoint.
@@ -59,7 +77,7 @@ from dledger import fsync_dir, write_atomically
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ENTRY_BYTES", "ENTRIES_PER_FILE", "ConsumeQueue", "ConsumeQueueStore"]
+__all__ = ["ENTRY_BYTES", "ENTRIES_PER_FILE", "ConsumeQueue", "ConsumeQueueStore", "DamagedEntry"]
 
 ENTRY_BYTES: Final = 20
 ENTRIES_PER_FILE: Final = 300_000
@@ -68,8 +86,17 @@ _STATE = struct.Struct(">QI")
 _STATE_NAME: Final = "min_offset"
 _NAME_DIGITS: Final = 20
 
+_CRC_CHUNK: Final = 1 << 20
+
 CqEntry = tuple[int, int, int]  # (phys_offset, size, tag_hash)
 CqRead = tuple[int, int, int, int]  # (queue_offset, phys_offset, size, tag_hash)
+# What a checkpoint keeps of a queue: [min_offset, max_offset, [[start, entries, crc32], ...]]
+QueueRecord = list
+
+
+class DamagedEntry(CorruptStore):
+    """Entries read from a queue are out of log order: one of them (or a
+    neighbour) is damaged and must not be served."""
 
 
 class _FdCache:
@@ -136,6 +163,8 @@ class ConsumeQueue:
         self._min = 0
         self._max = 0
         self._last_file: int | None = None  # start of the newest file on disk
+        # Every file on disk: its start -> CRC32 of its bytes (None until known).
+        self._files: dict[int, int | None] = {}
         self._load()
 
     # ------------------------------------------------------------------
@@ -176,6 +205,7 @@ class ConsumeQueue:
         if not starts:
             self._min = self._max = state_min or 0
             return
+        self._files = dict.fromkeys(starts)
         last = starts[-1]
         self._last_file = last
         self._max = last + os.path.getsize(self._path(last)) // ENTRY_BYTES
@@ -265,9 +295,14 @@ class ConsumeQueue:
                 self._last_file = start
             fd = self._fds.get(path, create=True)
             chunk = view[i * ENTRY_BYTES:(i + k) * ENTRY_BYTES]
-            written = os.pwrite(fd, chunk, (pos - start) * ENTRY_BYTES)
+            at = (pos - start) * ENTRY_BYTES
+            written = os.pwrite(fd, chunk, at)
             if written != len(chunk):
                 raise OSError(f"{path}: short write ({written} of {len(chunk)} bytes)")
+            crc = self._files.get(start)
+            if crc is None:  # a new file (maybe starting with a hole), or one not checksummed yet
+                crc = self._crc_of(start, at)
+            self._files[start] = zlib.crc32(chunk, crc)
             self._dirty.add(start)
             i += k
             pos += k
@@ -303,6 +338,7 @@ class ConsumeQueue:
         self._remove_files_from(keep + self._epf)
         fd = self._fds.get(self._path(keep))
         os.ftruncate(fd, (max_offset - keep) * ENTRY_BYTES)
+        self._files[keep] = None  # recomputed when next needed
         self._dirty.add(keep)
         self._last_file = keep
         log.info("consume queue %s truncated %d -> %d", self.dir, self._max, max_offset)
@@ -370,6 +406,7 @@ class ConsumeQueue:
         path = self._path(start)
         self._fds.forget(path)
         self._dirty.discard(start)
+        self._files.pop(start, None)
         os.unlink(path)
         self._dir_dirty = True
 
@@ -379,9 +416,26 @@ class ConsumeQueue:
     def read(self, offset: int, max_entries: int) -> list[CqRead]:
         """Up to ``max_entries`` entries from ``offset`` as ``(queue_offset,
         phys_offset, size, tag_hash)``; an offset below ``min_offset`` reads
-        from ``min_offset``; at or beyond ``max_offset`` the list is empty."""
-        pos = max(offset, self._min)
-        end = min(pos + max_entries, self._max)
+        from ``min_offset``; at or beyond ``max_offset`` the list is empty.
+
+        The entry before and the entry after those returned are read too, and
+        all must be in log order (each starting at or after the end of the
+        one before): :class:`DamagedEntry` otherwise (module docstring)."""
+        first = max(offset, self._min)
+        end = min(first + max_entries, self._max)
+        if first >= end:
+            return []
+        lo, hi = max(first - 1, self._min), min(end + 1, self._max)
+        got = self._read_range(lo, hi)
+        prev_end = -1
+        for qoff, phys, size, _ in got:
+            if phys < prev_end:
+                raise DamagedEntry(f"consume queue {self.dir}: entry {qoff} points at {phys}, inside or before "
+                                   f"the message of entry {qoff - 1} (which ends at {prev_end}): damaged entry")
+            prev_end = phys + size
+        return got[first - lo:end - lo]
+
+    def _read_range(self, pos: int, end: int) -> list[CqRead]:
         out: list[CqRead] = []
         epf = self._epf
         while pos < end:
@@ -403,6 +457,73 @@ class ConsumeQueue:
         if len(buf) != want:
             raise CorruptStore(f"{path}: short read at entry {index} ({len(buf)} of {want} bytes)")
         return buf
+
+    # ------------------------------------------------------------------
+    # checksums (module docstring)
+    # ------------------------------------------------------------------
+    def _file_entries(self, start: int) -> int:
+        """Entries in the file starting at ``start``, holes included (only the last is short)."""
+        return self._max - start if start == self._last_file else self._epf
+
+    def _crc_of(self, start: int, nbytes: int) -> int:
+        """CRC32 of the first ``nbytes`` of a file as on disk (a hole reads as zeros)."""
+        crc = 0
+        if nbytes == 0:
+            return crc
+        fd = self._fds.get(self._path(start))
+        pos = 0
+        while pos < nbytes:
+            buf = os.pread(fd, min(_CRC_CHUNK, nbytes - pos), pos)
+            if not buf:
+                raise CorruptStore(f"{self._path(start)}: {pos} bytes, expected at least {nbytes}")
+            crc = zlib.crc32(buf, crc)
+            pos += len(buf)
+        return crc
+
+    def checkpoint_record(self) -> QueueRecord:
+        """``[min_offset, max_offset, [[start, entries, crc32], ...]]``: what a
+        checkpoint keeps to verify this queue on start. Reads a file only if
+        its CRC is not known yet (after a restart from an old checkpoint)."""
+        files = []
+        for start in sorted(self._files):
+            n = self._file_entries(start)
+            crc = self._files[start]
+            if crc is None:
+                crc = self._files[start] = self._crc_of(start, n * ENTRY_BYTES)
+            files.append([start, n, crc])
+        return [self._min, self._max, files]
+
+    def restore_checkpoint(self, record: QueueRecord) -> str | None:
+        """Check the queue against a checkpoint's record of it and cut the
+        entries written after it. Returns what is wrong (the queue is then
+        left as it was), or None once the queue is exactly as recorded."""
+        min_offset, max_offset, files = record
+        if self._min != min_offset:
+            return f"{self.dir}: min_offset {self._min} on disk, {min_offset} in the checkpoint"
+        if self._max < max_offset:
+            return f"{self.dir}: {self._max} entries on disk, the checkpoint says {max_offset}"
+        recorded = [f[0] for f in files]
+        # Files after the last recorded one were created after the checkpoint
+        # (appends only ever create a file past the last one): they are cut.
+        last = recorded[-1] if recorded else -1
+        on_disk = sorted(s for s in self._files if s <= last)
+        if on_disk != recorded:
+            return f"{self.dir}: files {[_name(s) for s in on_disk]} on disk, {[_name(s) for s in recorded]} recorded"
+        for start, n, crc in files:
+            if n != (max_offset - start if start == last else self._epf):
+                return f"{self.dir}: the checkpoint records {n} entries for file {_name(start)}"
+            try:
+                actual = self._crc_of(start, n * ENTRY_BYTES)
+            except CorruptStore as exc:
+                return str(exc)
+            if actual != crc:
+                return (f"{self._path(start)}: CRC of its first {n} entries is {actual:#010x}, "
+                        f"the checkpoint says {crc:#010x}")
+        self.truncate_to(max_offset)
+        for start, _, crc in files:
+            if start in self._files:
+                self._files[start] = crc
+        return None
 
     # ------------------------------------------------------------------
     # durability
@@ -494,6 +615,26 @@ class ConsumeQueueStore:
         for key, m in max_offsets.items():
             if key not in self._queues and m > 0:
                 raise CorruptStore(f"consume queue {key[0]}/{key[1]} is missing; the checkpoint says it holds {m} entries")
+
+    def checkpoint_records(self) -> list[list[object]]:
+        """``[topic, queue_id, min_offset, max_offset, files]`` per queue (see
+        :meth:`ConsumeQueue.checkpoint_record`), sorted."""
+        return [[t, q, *self._queues[(t, q)].checkpoint_record()] for t, q in sorted(self._queues)]
+
+    def restore_checkpoint(self, records: Sequence[Sequence[object]]) -> str | None:
+        """Check every queue against a checkpoint's records and cut what was
+        written after it; queues it does not name were created after it and
+        are removed. Returns the first problem found, or None."""
+        wanted = {(str(r[0]), int(r[1])): list(r[2:]) for r in records}  # type: ignore[call-overload]
+        for key, record in sorted(wanted.items()):
+            q = self.queue(*key)
+            problem = q.restore_checkpoint(record)
+            if problem is not None:
+                return problem
+        for key in list(self._queues):
+            if key not in wanted:
+                self._drop(key)
+        return None
 
     def reset_all(self, start_offsets: Mapping[tuple[str, int], int]) -> None:
         """Snapshot install: every queue becomes empty and resumes at its offset

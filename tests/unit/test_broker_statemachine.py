@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
+import zlib
 from pathlib import Path
 
 import msgpack
+import pytest
 
 from broker import commands
 from broker.commands import CommitOffset, CreateTopic, Produce
@@ -129,7 +133,8 @@ def test_a_checkpoint_holding_results_in_the_long_form_loads_to_the_same_dedup(t
     apply_all(st, entries)
     st.checkpoint()
     path = tmp_path / "broker" / "checkpoint"
-    doc = msgpack.unpackb(path.read_bytes(), raw=False, strict_map_key=False)
+    # A version-1 checkpoint: the bare msgpack map (the snapshot's form), no framing.
+    doc = msgpack.unpackb(st.snapshot(), raw=False, strict_map_key=False)
     doc["dedup"] = [[p, [[s, part, [list(x) for x in expand("g1", tuple(r))]] for s, part, r in seen]]
                     for p, seen in doc["dedup"]]
     path.write_bytes(msgpack.packb(doc, use_bin_type=True))
@@ -137,3 +142,170 @@ def test_a_checkpoint_holding_results_in_the_long_form_loads_to_the_same_dedup(t
     again = BrokerState(tmp_path, "g1", pos)
     assert again.load_checkpoint() == len(entries)
     assert again.dedup == st.dedup and len(again.dedup["p"]) == 30
+
+
+# ----------------------------------------------------------------------
+# damaged checkpoint or derived files: rebuilt from the log, never loaded
+# ----------------------------------------------------------------------
+def checkpointed(root: Path, upto: int = 20) -> tuple[list[bytes], Positions]:
+    """A state dir that applied entries 1..upto, checkpointed, then applied
+    the rest without a checkpoint and stopped as a crash would leave it."""
+    entries = log_of()
+    pos = Positions(entries)
+    st = BrokerState(root, "g1", pos)
+    for i in range(1, upto + 1):
+        st.apply(i, entries[i - 1])
+    st.checkpoint()
+    for i in range(upto + 1, len(entries) + 1):
+        st.apply(i, entries[i - 1])
+    st.close()
+    return entries, pos
+
+
+def restart(root: Path, entries: list[bytes], pos: Positions) -> tuple[BrokerState, int]:
+    """Load the checkpoint and re-apply the log after it, as a node's start does."""
+    st = BrokerState(root, "g1", pos)
+    applied = st.load_checkpoint()
+    apply_all(st, entries, start=applied + 1)
+    st.checkpoint()
+    return st, applied
+
+
+def reference(root: Path) -> BrokerState:
+    entries = log_of()
+    st = BrokerState(root, "g1", Positions(entries))
+    apply_all(st, entries)
+    st.checkpoint()
+    return st
+
+
+def same_state(st: BrokerState, ref: BrokerState, root: Path, ref_root: Path) -> bool:
+    return (digest(root) == digest(ref_root) and st.offsets == ref.offsets and st.topics == ref.topics
+            and st.dedup == ref.dedup and all(st.index.query(f"k{i}") == ref.index.query(f"k{i}") for i in range(30)))
+
+
+def cq_file(root: Path, q: int = 0) -> Path:
+    return root / "consumequeue" / "t" / str(q) / f"{0:020d}"
+
+
+def flip(path: Path, at: int, mask: int = 1) -> None:
+    raw = bytearray(path.read_bytes())
+    raw[at] ^= mask
+    path.write_bytes(bytes(raw))
+
+
+def body_offset_of(raw: bytes, key: str) -> int:
+    """Where the value of ``key`` starts in a checkpoint file (framed or not)."""
+    return raw.index(msgpack.packb(key)) + len(msgpack.packb(key))
+
+
+DAMAGES = {
+    "checkpoint: applied index 20 -> 16": lambda root: flip(
+        root / "broker" / "checkpoint", body_offset_of((root / "broker" / "checkpoint").read_bytes(), "index"), 4),
+    "checkpoint: a bit of the body": lambda root: flip(root / "broker" / "checkpoint", 40, 0x10),
+    "checkpoint: cut short": lambda root: os.truncate(root / "broker" / "checkpoint", 30),
+    "checkpoint: garbage": lambda root: (root / "broker" / "checkpoint").write_bytes(b"\xde\xad" * 50),
+    "consume queue: entry bit flipped": lambda root: flip(cq_file(root), 20 * 3 + 7, 0x20),
+    "consume queue: cut by two entries": lambda root: os.truncate(cq_file(root), 20 * 3),
+    "consume queue: torn": lambda root: os.truncate(cq_file(root), 20 * 3 + 11),
+    "consume queue: deleted": lambda root: cq_file(root).unlink(),
+    "consume queue: min_offset file garbage": lambda root: (cq_file(root).parent / "min_offset").write_bytes(b"x" * 12),
+    "index file: deleted": lambda root: (root / "index" / f"{0:020d}").unlink(),
+    "index file: entry bit flipped": lambda root: flip(root / "index" / f"{0:020d}", 40 + 4 * 500_000 + 28 * 5 + 9),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_damaged_derived_state_is_rebuilt_from_the_log_to_the_same_state(tmp_path: Path, damage: str) -> None:
+    entries, pos = checkpointed(tmp_path / "node")
+    DAMAGES[damage](tmp_path / "node")
+    st, applied = restart(tmp_path / "node", entries, pos)
+    assert applied == 0 and st.rebuild_reason
+    ref = reference(tmp_path / "ref")
+    assert same_state(st, ref, tmp_path / "node", tmp_path / "ref")
+
+
+def test_an_undamaged_restart_verifies_and_reapplies_only_after_the_checkpoint(tmp_path: Path) -> None:
+    entries, pos = checkpointed(tmp_path / "node")
+    st, applied = restart(tmp_path / "node", entries, pos)
+    assert applied == 20 and st.rebuild_reason is None
+    assert same_state(st, reference(tmp_path / "ref"), tmp_path / "node", tmp_path / "ref")
+
+
+def test_damaged_index_slots_are_repaired_in_place_without_a_rebuild(tmp_path: Path) -> None:
+    entries, pos = checkpointed(tmp_path / "node")
+    flip(tmp_path / "node" / "index" / f"{0:020d}", 40 + 4 * (zlib.crc32(b"k3") % 500_000) + 3, 0x04)
+    st, applied = restart(tmp_path / "node", entries, pos)
+    assert applied == 20 and st.rebuild_reason is None
+    assert same_state(st, reference(tmp_path / "ref"), tmp_path / "node", tmp_path / "ref")
+
+
+def test_damage_found_while_serving_makes_the_next_start_rebuild(tmp_path: Path) -> None:
+    entries, pos = checkpointed(tmp_path / "node", upto=len(log_of()))
+    st = BrokerState(tmp_path / "node", "g1", pos)
+    assert st.load_checkpoint() == len(entries)
+    st.note_damage("consume queue t/0 near offset 3: out of order")
+    st.checkpoint()
+    st.close()
+    st, applied = restart(tmp_path / "node", entries, pos)
+    assert applied == 0 and "out of order" in (st.rebuild_reason or "")
+    assert same_state(st, reference(tmp_path / "ref"), tmp_path / "node", tmp_path / "ref")
+    st.close()
+    st, applied = restart(tmp_path / "node", entries, pos)  # and only once
+    assert applied == len(entries)
+
+
+def test_no_checkpoint_with_derived_files_on_disk_rebuilds(tmp_path: Path) -> None:
+    entries, pos = checkpointed(tmp_path / "node")
+    (tmp_path / "node" / "broker" / "checkpoint").unlink()
+    st, applied = restart(tmp_path / "node", entries, pos)
+    assert applied == 0 and st.rebuild_reason
+    assert same_state(st, reference(tmp_path / "ref"), tmp_path / "node", tmp_path / "ref")
+
+
+def test_a_version_1_checkpoint_loads_and_the_next_one_is_framed_and_verified(tmp_path: Path) -> None:
+    entries, pos = checkpointed(tmp_path / "node")
+    st = BrokerState(tmp_path / "node", "g1", pos)
+    assert st.load_checkpoint() == 20
+    (tmp_path / "node" / "broker" / "checkpoint").write_bytes(st.snapshot())  # the version-1 form
+    st.close()
+    st = BrokerState(tmp_path / "node", "g1", pos)
+    assert st.load_checkpoint() == 20 and st.rebuild_reason is None
+    apply_all(st, entries, start=21)
+    st._dirty = True
+    st.checkpoint()
+    st.close()
+    assert (tmp_path / "node" / "broker" / "checkpoint").read_bytes()[:4] == b"RMCP"
+    st, applied = restart(tmp_path / "node", entries, pos)
+    assert applied == len(entries) and st.rebuild_reason is None
+    assert same_state(st, reference(tmp_path / "ref"), tmp_path / "node", tmp_path / "ref")
+
+
+def test_a_version_1_checkpoint_naming_missing_files_rebuilds_instead_of_refusing(tmp_path: Path) -> None:
+    entries, pos = checkpointed(tmp_path / "node")
+    st = BrokerState(tmp_path / "node", "g1", pos)
+    st.load_checkpoint()
+    (tmp_path / "node" / "broker" / "checkpoint").write_bytes(st.snapshot())
+    st.close()
+    cq_file(tmp_path / "node").unlink()
+    st, applied = restart(tmp_path / "node", entries, pos)
+    assert applied == 0 and st.rebuild_reason
+    assert same_state(st, reference(tmp_path / "ref"), tmp_path / "node", tmp_path / "ref")
+
+
+def test_wipe_removes_the_checkpoint_before_the_files_it_names(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A crash in the middle of a rebuild's wipe must not leave a checkpoint
+    naming files that are gone: the checkpoint goes first."""
+    entries, pos = checkpointed(tmp_path / "node")
+    st = BrokerState(tmp_path / "node", "g1", pos)
+    seen: list[bool] = []
+    real_rmtree = shutil.rmtree
+
+    def rmtree(path: Path, *a: object, **k: object) -> None:
+        seen.append((tmp_path / "node" / "broker" / "checkpoint").exists())
+        real_rmtree(path, *a, **k)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(shutil, "rmtree", rmtree)
+    st.wipe()
+    assert seen == [False, False]
