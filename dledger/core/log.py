@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from dledger.core.messages import Entry, Snapshot
+from dledger.errors import EntryDamaged
 from dledger.store.base import LogStorage
 
 
@@ -75,17 +76,22 @@ class RaftLog:
         return last_term > my_term or (last_term == my_term and last_index >= self.last_index())
 
     def entries(self, lo: int, hi: int, max_bytes: int) -> list[Entry]:
-        """Entries lo..hi-1, at most about ``max_bytes`` of data (at least one).
-        Raises IndexError if ``lo`` is compacted away."""
+        """Entries lo..hi-1, at most about ``max_bytes`` of data (at least one
+        unless the storage holds ``lo`` damaged: then none, and fewer than asked
+        when a damaged entry lies further on). Raises IndexError if ``lo`` is
+        compacted away."""
         if lo >= hi:
             return []
         if lo < self.first_index():
             raise IndexError(f"index {lo} is compacted (log starts at {self.first_index()})")
         out: list[Entry] = []
         if lo < self.offset:
-            out = self.storage.entries(lo, min(hi, self.offset), max_bytes)
+            try:
+                out = self.storage.entries(lo, min(hi, self.offset), max_bytes)
+            except EntryDamaged:
+                return out  # reported by the store and repaired from a peer; until then nothing from here
             if len(out) < min(hi, self.offset) - lo:
-                return out  # the byte limit stopped the storage read
+                return out  # the byte limit (or a damaged entry) stopped the storage read
             lo = self.offset
         if lo < hi:
             size = sum(len(e.data) for e in out)

@@ -150,6 +150,9 @@ class RaftCore:
         (the rule behind etcd's ``--initial-cluster-state existing``)."""
         self.config = config
         self.recovering = recovering
+        # Entries of this log are damaged on disk (see ``set_damaged``).
+        self.damaged = False
+        self._apply_blocked = False  # the next committed entry could not be read
         self.id: NodeId = config.node_id
         self.voters: tuple[NodeId, ...] = config.voters
         self.peers: tuple[NodeId, ...] = tuple(v for v in config.voters if v != config.node_id)
@@ -193,10 +196,29 @@ class RaftCore:
         self._broadcast_pending = True  # sent in ready(), so proposals batch up
         return index
 
+    def set_damaged(self, damaged: bool) -> None:
+        """The runtime found entries of this node's log damaged on disk (or has
+        repaired them all). A node that cannot read entries it acknowledged must
+        neither lead nor count toward an election until it has them back
+        (protocol-aware recovery, Alagappan et al., FAST 2018): a leader steps
+        down, and the node neither votes nor campaigns. It keeps following,
+        acknowledging and committing; applying waits at a damaged entry."""
+        if damaged and not self.damaged and self.role is not Role.FOLLOWER:
+            log.warning("node=%s term=%d stepping down: entries of its log are damaged on disk", self.id, self.term)
+            self._become_follower(self.term, None)
+        if damaged != self.damaged:
+            log.info("node=%s term=%d damaged=%s", self.id, self.term, damaged)
+        self.damaged = damaged
+        self._apply_blocked = False  # a repair may have unblocked applying: try again
+
+    def _abstains(self) -> bool:
+        """Neither votes nor campaigns: lost data (``recovering``) or damaged entries."""
+        return self.recovering or self.damaged
+
     def campaign(self) -> None:
         """Start an election now (with pre-vote if enabled), as if the timer fired.
         Used by the runtime when the leader's connection drops."""
-        if self.role is Role.LEADER or self.recovering:
+        if self.role is Role.LEADER or self._abstains():
             return
         self.election_elapsed = 0
         self._campaign(transfer=False)
@@ -311,7 +333,7 @@ class RaftCore:
             or self._broadcast_pending
             or lg.unstable
             or lg.snapshot is not None
-            or lg.committed > lg.applied
+            or (lg.committed > lg.applied and not self._apply_blocked)
             or self._hard_state() != self._prev_hard_state
         )
 
@@ -326,8 +348,11 @@ class RaftCore:
         self._msgs.clear()
         lg = self.log
         committed: tuple[Entry, ...] = ()
-        if lg.committed > lg.applied and lg.snapshot is None:
+        if lg.committed > lg.applied and lg.snapshot is None and not self._apply_blocked:
             committed = tuple(lg.next_committed(self.config.max_apply_bytes))
+            # Nothing readable: the next entry is damaged on disk. Wait for its
+            # repair (set_damaged) instead of reporting the same work forever.
+            self._apply_blocked = not committed
         return Ready(hard_state, tuple(lg.unstable), msgs, committed, lg.snapshot)
 
     def advance(self, rd: Ready) -> None:
@@ -337,6 +362,7 @@ class RaftCore:
         if rd.snapshot is not None:
             lg.stable_snapshot_to(rd.snapshot.meta.index)
             lg.applied = max(lg.applied, rd.snapshot.meta.index)
+            self._apply_blocked = False
         if rd.entries:
             last = rd.entries[-1]
             lg.stable_to(last.index, last.term)
@@ -372,6 +398,7 @@ class RaftCore:
             "applied_index": self.log.applied,
             "last_index": self.log.last_index(),
             "recovering": self.recovering,
+            "damaged": self.damaged,
         }
         if self.role is Role.LEADER:
             st["progress"] = {p: pr.describe() for p, pr in self.progress.items()}
@@ -448,7 +475,7 @@ class RaftCore:
         self.election_elapsed += 1
         if self.election_elapsed >= self._randomized_timeout:
             self.election_elapsed = 0
-            if not self.recovering:
+            if not self._abstains():
                 self._campaign(transfer=False)
 
     def _tick_heartbeat(self) -> None:
@@ -517,7 +544,7 @@ class RaftCore:
         # We can vote for m.src if we already did in this term, or have voted for
         # nobody and know no leader; a pre-vote for a future term is always
         # considered (it changes nothing here).
-        if self.recovering:
+        if self._abstains():
             self._send(RequestVoteReply(self.term, self.id, m.src, granted=False, pre_vote=m.pre_vote))
             return
         can_vote = (
@@ -547,7 +574,7 @@ class RaftCore:
             self.election_elapsed = 0
             self.leader_id = m.src
             self._handle_snapshot(m)
-        elif isinstance(m, TimeoutNow) and not self.recovering:
+        elif isinstance(m, TimeoutNow) and not self._abstains():
             log.info("node=%s term=%d TimeoutNow from=%s: campaigning", self.id, self.term, m.src)
             self._campaign(transfer=True)
         # Vote replies of an old candidacy, replies meant for a leader: ignored.
