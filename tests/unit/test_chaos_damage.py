@@ -12,13 +12,15 @@ from pathlib import Path
 
 import pytest
 
+from broker import commands
+from broker.commands import CreateTopic, Produce
+from broker.message import Message, encode_records, tag_hash
 from broker.statemachine import BrokerState
 from broker.store.index_file import IndexStore
 from chaos import damage
 from dledger.core.messages import Entry, EntryKind
 from dledger.store.entry_format import HEADER_BYTES, check_frame
 from dledger.store.file_store import FileLogStore, StoreConfig
-from tests.unit.test_broker_statemachine import Positions, apply_all, log_of
 
 SEG = 4096
 ENTRIES = 120
@@ -154,10 +156,21 @@ def test_an_empty_body_gets_a_header_flip_and_no_committed_entry_means_no_damage
 
 # -- derived files -------------------------------------------------------------------------
 def write_broker_state(data_dir: Path) -> None:
-    """ConsumeQueues, an IndexFile and a checkpoint as the broker writes them."""
-    entries = log_of()
-    state = BrokerState(data_dir, "g1", Positions(entries))
-    apply_all(state, entries)
+    """ConsumeQueues, an IndexFile and a checkpoint as the broker writes them: a
+    topic of two queues, 30 produce entries of 3 keyed messages each."""
+    entries = [commands.encode(CreateTopic("t", 2))]
+    for i in range(30):
+        msgs = [Message(topic="t", queue_id=i % 2, body=b"m%d-%d" % (i, k), tags="t", keys=(f"k{i}-{k}",),
+                        born_ts_ms=1, store_ts_ms=2) for k in range(3)]
+        entries.append(commands.encode(Produce("t", i % 2, 2, "p", i, 0, [tag_hash("t")] * 3,
+                                               [list(m.keys) for m in msgs], encode_records(msgs))))
+    positions, p = {}, 0
+    for index, e in enumerate(entries, 1):  # entry body positions as a log assigns them
+        positions[index] = p + HEADER_BYTES
+        p += HEADER_BYTES + len(e)
+    state = BrokerState(data_dir, "g1", positions.__getitem__)
+    for index, e in enumerate(entries, 1):
+        state.apply(index, e)
     state.checkpoint()
     state.close()
 
