@@ -7,6 +7,7 @@ A node's TOML file::
     group = "broker-a"
     data_dir = "data/n1"
     flush = "async"                # or "sync": fdatasync before every ack
+    bootstrap = true               # only for the first start of a new group (see below)
 
     [members.n1]
     http_url = "http://127.0.0.1:8081"
@@ -16,6 +17,14 @@ A node's TOML file::
 
     [limits]                       # all optional
     max_message_bytes = 4194304
+
+``bootstrap`` (or the ``--bootstrap`` flag) marks the first start of a new
+group, as etcd's ``initial-cluster-state=new``: only then may a node on an
+empty data directory vote. Without it, an empty data directory is taken for a
+wiped or replaced disk and the node rejoins as a non-voter until it has caught
+up with a leader. A node restarted with its data ignores the setting, and one
+whose disk was wiped is told so by its peers, who remember its data
+directory's id, even if its TOML still says ``bootstrap = true``.
 """
 
 from __future__ import annotations
@@ -69,6 +78,7 @@ class BrokerConfig:
     election_timeout_ticks: int = 12
     preferred_leader: str | None = None
     rejoin: bool = False  # set by --rejoin: this node's data was lost; no votes until caught up
+    bootstrap: bool = False  # first start of a new group: an empty data directory may vote (module docstring)
     consumer_session_timeout_ms: int = 6000  # a consumer silent this long leaves its group
     limits: Limits = field(default_factory=Limits)
 
@@ -81,6 +91,9 @@ class BrokerConfig:
             raise ValueError(f"node_id: {self.node_id!r} is not one of members {sorted(self.members)}")
         if self.flush not in ("async", "sync"):
             raise ValueError(f"flush: must be 'async' or 'sync', not {self.flush!r}")
+        for name in ("rejoin", "bootstrap"):
+            if type(getattr(self, name)) is not bool:
+                raise ValueError(f"{name}: must be true or false, not {getattr(self, name)!r}")
         if self.retention_hours <= 0:
             raise ValueError("retention_hours: must be positive")
         for m in self.members.values():

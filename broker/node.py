@@ -38,13 +38,17 @@ def parse_args(argv: list[str] | None = None) -> BrokerConfig:
     p.add_argument("--rejoin", action="store_true",
                    help="this node lost its data and rejoins an existing group: it neither votes nor campaigns "
                         "until it has caught up (like etcd's --initial-cluster-state existing)")
+    p.add_argument("--bootstrap", action="store_true",
+                   help="the first start of a new group: a node on an empty data directory may vote (like etcd's "
+                        "--initial-cluster-state new); without it an empty data directory rejoins as a non-voter "
+                        "until caught up, as a wiped disk must")
     p.add_argument("--log-level", default="INFO")
     a = p.parse_args(argv)
     logging.basicConfig(level=a.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     overrides = {"node_id": a.node_id, "group": a.group, "data_dir": a.data_dir, "flush": a.flush,
                  "retention_hours": a.retention_hours, "segment_bytes": a.segment_bytes,
-                 "rejoin": True if a.rejoin else None}
+                 "rejoin": True if a.rejoin else None, "bootstrap": True if a.bootstrap else None}
     members = {}
     for spec in a.member:
         mid, sep, rest = spec.partition("=")

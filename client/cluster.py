@@ -7,6 +7,15 @@ kept in ``<base>/cluster.json`` so that ``down``, ``status`` and
 ``restart-node`` can find it. A node that dies is not restarted behind the
 user's back: failures stay visible.
 
+Only the first start of a new group passes ``--bootstrap`` (etcd's
+``initial-cluster-state=new``), never written into the TOML: a node on an
+empty data directory votes only then. ``up`` on a base directory where some
+node already holds data, and ``restart-node``, start nodes without it, so a
+node whose data directory was wiped rejoins as a non-voter until it has
+caught up. A group counts as new until ``up`` saw its first leader
+(``bootstrapped`` in ``cluster.json``), or when no node has a data directory
+with anything in it.
+
 This module talks to brokers over HTTP only and starts them as programs; it
 imports nothing from ``broker``.
 """
@@ -94,11 +103,12 @@ def _http_json(url: str, timeout_s: float = 1.0) -> dict[str, Any] | None:
         return None
 
 
-def _start(node: NodeSpec, detach: bool, rejoin: bool = False) -> subprocess.Popen[bytes]:
+def _start(node: NodeSpec, detach: bool, rejoin: bool = False, bootstrap: bool = False) -> subprocess.Popen[bytes]:
+    flags = (["--rejoin"] if rejoin else []) + (["--bootstrap"] if bootstrap else [])
     logf = open(node.log_path, "ab")
     try:
         return subprocess.Popen(
-            [sys.executable, "-m", "broker", "--config", node.config_path, *(["--rejoin"] if rejoin else [])],
+            [sys.executable, "-m", "broker", "--config", node.config_path, *flags],
             stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=detach,
         )
@@ -106,8 +116,13 @@ def _start(node: NodeSpec, detach: bool, rejoin: bool = False) -> subprocess.Pop
         logf.close()
 
 
-def save_state(base_dir: Path, group: str, flush: str, nodes: list[NodeSpec]) -> None:
-    doc = {"group": group, "flush": flush, "nodes": [asdict(n) for n in nodes]}
+def save_state(base_dir: Path, group: str, flush: str, nodes: list[NodeSpec], bootstrapped: bool | None = None) -> None:
+    """Write ``cluster.json``; ``bootstrapped`` None keeps what the file said."""
+    if bootstrapped is None:
+        bootstrapped = _bootstrapped(base_dir)
+    doc: dict[str, Any] = {"group": group, "flush": flush, "nodes": [asdict(n) for n in nodes]}
+    if bootstrapped is not None:
+        doc["bootstrapped"] = bootstrapped
     tmp = base_dir / (STATE_FILE + ".tmp")
     tmp.write_text(json.dumps(doc, indent=2))
     os.replace(tmp, base_dir / STATE_FILE)
@@ -122,6 +137,27 @@ def load_state(base_dir: Path) -> tuple[str, str, list[NodeSpec]]:
     except ValueError as exc:
         raise ClusterError(f"{path} is not valid JSON: {exc}")
     return doc["group"], doc["flush"], [NodeSpec(**n) for n in doc["nodes"]]
+
+
+def _bootstrapped(base_dir: Path) -> bool | None:
+    """Whether ``up`` has seen this group's first leader (None: not recorded)."""
+    try:
+        v = json.loads((base_dir / STATE_FILE).read_text()).get("bootstrapped")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return v if isinstance(v, bool) else None
+
+
+def _holds_data(data_dir: str) -> bool:
+    try:
+        return any(Path(data_dir).iterdir())
+    except FileNotFoundError:
+        return False
+
+
+def is_new_group(base_dir: Path, nodes: list[NodeSpec]) -> bool:
+    """Whether starting ``nodes`` is the first start of a new group (module docstring)."""
+    return _bootstrapped(base_dir) is False or not any(_holds_data(n.data_dir) for n in nodes)
 
 
 def wait_for_leader(nodes: list[NodeSpec], timeout_s: float, procs: dict[str, subprocess.Popen[bytes]] | None = None
@@ -150,18 +186,21 @@ def up(base_dir: Path, nodes: int, http_port_base: int | None, raft_port_base: i
         specs = old if len(old) == nodes else plan(base_dir, nodes, http_port_base, raft_port_base)
     else:
         specs = plan(base_dir, nodes, http_port_base, raft_port_base)
+    new_group = is_new_group(base_dir, specs)
     for n in specs:
         Path(n.data_dir).mkdir(parents=True, exist_ok=True)
         Path(n.config_path).write_text(_toml(n, group, flush, specs, extra or {}))
-    procs = {n.id: _start(n, detach) for n in specs}
+    procs = {n.id: _start(n, detach, bootstrap=new_group) for n in specs}
     for n in specs:
         n.pid = procs[n.id].pid
-    save_state(base_dir, group, flush, specs)
+    save_state(base_dir, group, flush, specs, bootstrapped=False if new_group else None)
     try:
         leader_id, leader_url = wait_for_leader(specs, 30, procs)
     except BaseException:
         _stop_procs(list(procs.values()))
         raise
+    if new_group:
+        save_state(base_dir, group, flush, specs, bootstrapped=True)
     echo(f"RaftMQ group {group!r}: {nodes} nodes, flush={flush}, data under {base_dir}")
     for n in specs:
         mark = "  <- leader" if n.id == leader_id else ""

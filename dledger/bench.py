@@ -115,7 +115,7 @@ class LocalGroup:
         cmd = [sys.executable, "-m", "dledger.kvnode", "--id", nid, "--group", "bench",
                "--peers", ",".join(f"{p}={a}" for p, a in self.raft_addr.items()),
                "--client-addr", self.client_addr[nid], "--data-dir", str(data),
-               "--flush", self.flush, "--log-level", "WARNING"]
+               "--flush", self.flush, "--log-level", "WARNING", "--bootstrap"]  # a new group each run
         if self.profile:
             cmd += ["--profile", str(self.base_dir / f"{nid}.pstats")]
         return cmd

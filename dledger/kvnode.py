@@ -4,7 +4,10 @@ integration tests (real processes, SIGKILL, restart) and the log benchmark.
 
     python -m dledger.kvnode --id n1 --group g \\
         --peers n1=127.0.0.1:7001,n2=127.0.0.1:7002,n3=127.0.0.1:7003 \\
-        --client-addr 127.0.0.1:8001 --data-dir DIR [--flush async|sync]
+        --client-addr 127.0.0.1:8001 --data-dir DIR [--flush async|sync] [--bootstrap]
+
+``--bootstrap`` marks the first start of a new group: only then may a node on
+an empty data directory vote (``NodeConfig.bootstrap``).
 
 Client protocol (``--client-addr``): a stream of frames both ways, each a
 4-byte big-endian length followed by that many bytes of msgpack. Requests are
@@ -327,6 +330,8 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", required=True)
     p.add_argument("--flush", choices=("async", "sync"), default="async")
     p.add_argument("--segment-bytes", type=int, default=1 << 30)
+    p.add_argument("--bootstrap", action="store_true",
+                   help="the first start of a new group: an empty data directory may vote (see NodeConfig.bootstrap)")
     p.add_argument("--log-level", default="INFO")
     p.add_argument("--profile", metavar="FILE", help="run under cProfile and write pstats to FILE on exit")
     return p
@@ -340,6 +345,7 @@ async def run_node(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         flush=args.flush,
         segment_bytes=args.segment_bytes,
+        bootstrap=args.bootstrap,
     )
     sm = KvStateMachine()
     node = DLedger(config, sm)

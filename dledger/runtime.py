@@ -33,6 +33,7 @@ from dledger.core.raft import CoreConfig, RaftCore, Role
 from dledger.errors import LeadershipLost, NodeStopped, NotLeader, ProposalDropped, StateAheadOfLog, StorageFailure
 from dledger.store.file_store import FileHardStateStore, FileLogStore, StoreConfig
 from dledger.store.durable import write_atomically
+from dledger.store.identity import DataDirIdentity, fmt_id
 from dledger.store.entry_format import HEADER_BYTES as ENTRY_HEADER_BYTES
 from dledger.transport import PeerTransport, TransportConfig
 
@@ -94,7 +95,14 @@ class NodeConfig:
     preferred_leader: str | None = None
     # This node's data was lost and it rejoins an existing group: it does not
     # vote or campaign until it has caught up (see RaftCore's ``recovering``).
+    # Kept for compatibility: an empty data directory rejoins so by default.
     rejoin: bool = False
+    # The first start of a new group (etcd's initial-cluster-state=new): an
+    # empty data directory may vote. Without it an empty data directory may be
+    # a wiped disk and rejoins as a non-voter until caught up. A restart with
+    # data ignores it; a wiped disk restarted with it is still told by its
+    # peers that it lost its data (dledger.store.identity).
+    bootstrap: bool = False
     transport: TransportConfig = field(default_factory=TransportConfig)
     seed: int | None = None
 
@@ -218,7 +226,11 @@ class DLedger:
         # A marker file keeps "recovering" across restarts until caught up.
         self._recovering_marker = data / "recovering"
         empty = self.store.last_index() == 0 and self.store.first_index() == 1 and hard_state.term == 0
-        recovering = self._recovering_marker.exists() or (config.rejoin and empty)
+        # An empty data directory votes only at the first start of a new group
+        # (``bootstrap``): anywhere else it may be a wiped disk that forgot what
+        # it acknowledged and voted (issue 9, case 8).
+        recovering = self._recovering_marker.exists() or (empty and (config.rejoin or not config.bootstrap))
+        self.identity = DataDirIdentity.open(data, has_data=not empty, node_id=config.node_id)
         if recovering and not self._recovering_marker.exists():
             write_atomically(self._recovering_marker, b"")
         self._marker_present = recovering  # known in memory: no stat per Ready
@@ -238,6 +250,8 @@ class DLedger:
             self._on_message,
             config.transport,
             on_peer_down=self._on_peer_down,
+            identity=self.identity,
+            on_lost_data=self._on_lost_data,
         )
         self._pending: dict[int, tuple[int, _Waiter]] = {}
         self._wake = asyncio.Event()
@@ -449,6 +463,23 @@ class DLedger:
             if t is not asyncio.current_task():
                 t.cancel()
         self.fatal.set()
+
+    def _on_lost_data(self, peer: str, known_as: int) -> None:
+        """The transport: ``peer``'s hello knows this node by another data-directory
+        id (``dledger.store.identity``), so this node lost its data. It recovers,
+        durably (the marker), before the transport delivers anything more."""
+        if not self._marker_present:
+            try:
+                write_atomically(self._recovering_marker, b"")
+            except StorageFailure as exc:  # cannot persist: stop (STYLE: never log-and-continue)
+                self._fail(exc)
+                raise
+            self._marker_present = True
+        log.warning("node=%s peer=%s knows this node's data directory as id=%s, it is id=%s: data lost; "
+                    "no votes until caught up with a leader", self.config.node_id, peer, fmt_id(known_as),
+                    fmt_id(self.identity.id))
+        self.core.lost_data()
+        self._wake.set()
 
     def _on_peer_down(self, peer: str) -> None:
         core = self.core

@@ -70,6 +70,9 @@ class BrokerGroup:
     n: int = 3
     group: str = "test-group"
     flush: str = "async"
+    # ``bootstrap = true`` in every node's TOML, kept for restarts as an operator
+    # might: a wiped node restarted with it must still be told by its peers.
+    bootstrap: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
     nodes: list[BrokerNode] = field(default_factory=list)
 
@@ -84,6 +87,8 @@ class BrokerGroup:
         for node in self.nodes:
             lines = [f'node_id = "{node.id}"', f'group = "{self.group}"', f'data_dir = "{node.data_dir}"',
                      f'flush = "{self.flush}"']
+            if self.bootstrap:
+                lines.append("bootstrap = true")
             lines += [f"{k} = {json.dumps(v)}" for k, v in self.extra.items() if not isinstance(v, dict)]
             for k, v in self.extra.items():
                 if isinstance(v, dict):

@@ -52,7 +52,8 @@ class NodeGroup:
         cmd = [sys.executable, "-m", "dledger.kvnode", "--id", nid, "--group", self.group_name,
                "--peers", ",".join(f"{p}={a}" for p, a in self.raft_addr.items()),
                "--client-addr", self.client_addr[nid], "--data-dir", str(self.base_dir / nid),
-               "--flush", self.flush, "--segment-bytes", str(self.segment_bytes)]
+               "--flush", self.flush, "--segment-bytes", str(self.segment_bytes),
+               *(["--bootstrap"] if nid not in self.procs else [])]  # the group's first start
         with open(self.log_path(nid), "ab") as err:
             err.write(f"==== start {time.strftime('%H:%M:%S')} {' '.join(cmd)}\n".encode())
             err.flush()
