@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.broker_group import BrokerGroup, http, running_group
+from tests.integration.broker_group import http, running_group
 from tests.integration.test_broker_failover import Producer, all_applied_equal, create_topic
 
 pytestmark = pytest.mark.integration

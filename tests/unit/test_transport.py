@@ -388,7 +388,8 @@ def vote(src: str, dst: str) -> bytes:
 
 
 async def test_peers_learn_each_others_ids_and_send_them_back_in_later_hellos(ids: Identities) -> None:
-    n1, n2 = await ids.start("n1"), await ids.start("n2")
+    n1 = await ids.start("n1")
+    await ids.start("n2")
     await until(lambda: ids.ident["n1"].known("n2") == ids.ident["n2"].id
                 and ids.ident["n2"].known("n1") == ids.ident["n1"].id, what="ids exchanged")
     # Remembered on disk too.
