@@ -2,11 +2,13 @@
 holds at the end, in the manner of Jepsen's total-queue and Kafka checkers.
 
 ``check(history, contents, non_idempotent=..., unread=..., unreadable=...,
-lookups=...)``: ``contents`` maps each node drained after healing to
+lookups=..., logs=...)``: ``contents`` maps each node drained after healing to
 ``{(queue_id, offset): body}``; ``unread`` names the nodes that could not be
 read at all (and why); ``unreadable`` maps a node to the offsets it answered
 with an error (and the error); ``lookups`` maps a node to what its lookups by
-key answered (the positions found, or an error). Every node of the group is
+key answered (the positions found, or an error); ``logs`` maps a node to its
+Raft log's committed entries as read from its disk after the run
+(``chaos.damage.log_entries``). Every node of the group is
 in ``contents`` or ``unread``. Message bodies are unique per send
 (``p3-000123``) and are their messages' keys, which is what makes the checks
 below exact.
@@ -35,6 +37,9 @@ Anomalies (any one fails the run):
   or not answering): everything acknowledged is missing on it.
 - ``lookup_failed``: a lookup by key on a node that did not find a message
   that node holds (or answered an error, or found it elsewhere).
+- ``log_mismatch``: a committed log index whose entry differs between nodes
+  (term, kind, size or body CRC), or whose frame on a node is damaged (Raft's
+  Log Matching: a damaged entry must be repaired, never accepted as it is).
 - ``offsets_backwards``: a consumer group's committed offset seen going
   back: in the answers to its commits (in real-time order), in one node's
   answers over one process lifetime, or at the end compared with anything
@@ -67,7 +72,8 @@ Pos = tuple[int, int]  # (queue_id, queue offset)
 Contents = Mapping[str, Mapping[Pos, str]]
 
 ANOMALIES: Final = ("lost", "unexpected", "inconsistent", "duplicated", "nonmonotonic", "gaps", "lost_on_node",
-                    "unread_nodes", "lookup_failed", "offsets_backwards", "undelivered", "crashes", "not_converged")
+                    "unread_nodes", "lookup_failed", "log_mismatch", "offsets_backwards", "undelivered", "crashes",
+                    "not_converged")
 PER_NODE_EXAMPLES: Final = 5
 MAX_SOURCES: Final = 4  # sources kept per body of an inconsistent offset
 FAILOVER_GOAL_P50_S: Final = 0.25
@@ -97,6 +103,7 @@ class CheckResult:
     lost_on_node: list[dict[str, Any]] = field(default_factory=list)
     unread_nodes: list[dict[str, Any]] = field(default_factory=list)
     lookup_failed: list[dict[str, Any]] = field(default_factory=list)
+    log_mismatch: list[dict[str, Any]] = field(default_factory=list)
     # node -> read, why (not read), held, missing (of what any node holds),
     # unreadable (offsets answered with an error), acked_missing, examples
     per_node: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -178,9 +185,10 @@ class _Observations:
 def check(history: History | Iterable[Op], contents: Contents, *, non_idempotent: Iterable[str] = (),
           unread: Mapping[str, str] | None = None,
           unreadable: Mapping[str, Mapping[Pos, str]] | None = None,
-          lookups: Mapping[str, Mapping[str, list[Pos] | str]] | None = None) -> CheckResult:
+          lookups: Mapping[str, Mapping[str, list[Pos] | str]] | None = None,
+          logs: Mapping[str, Mapping[int, Any]] | None = None) -> CheckResult:
     """Check a run. ``non_idempotent``: producer ids whose duplicates are expected;
-    ``unread``, ``unreadable`` and ``lookups``: see the module docstring."""
+    ``unread``, ``unreadable``, ``lookups`` and ``logs``: see the module docstring."""
     ops = list(history)
     non_idem = set(non_idempotent)
     unread = dict(unread or {})
@@ -302,6 +310,7 @@ def check(history: History | Iterable[Op], contents: Contents, *, non_idempotent
                 continue
             r.lookup_failed.append({"node": node, "key": key, "queue_id": pos[0], "offset": pos[1],
                                     "problem": problem})
+    r.log_mismatch = log_mismatches(logs or {})
     r.per_node = _per_node(r.nodes, contents, unread, unreadable, acked, union)
     for node, pn in r.per_node.items():
         pn["lookups"] = len(lookups.get(node, {}))
@@ -328,6 +337,22 @@ def check(history: History | Iterable[Op], contents: Contents, *, non_idempotent
         elif o.kind == CONVERGE and o.outcome == FAIL:
             r.not_converged.append({"at": round(o.invoke, 3), **(o.detail or {})})
     return r
+
+
+def log_mismatches(logs: Mapping[str, Mapping[int, Any]]) -> list[dict[str, Any]]:
+    """Indexes where the nodes' logs (``{node: {index: (term, kind, size, body crc) or
+    a problem}}``, committed entries only) disagree, or a node holds a damaged
+    frame. Indexes a node does not hold (compacted, or before a snapshot it
+    installed) are not compared for it."""
+    out = []
+    for index in sorted(set().union(*(set(v) for v in logs.values())) if logs else ()):
+        seen = {node: logs[node][index] for node in sorted(logs) if index in logs[node]}
+        values = list(seen.values())
+        if any(isinstance(v, str) for v in values) or any(tuple(v) != tuple(values[0]) for v in values[1:]):
+            out.append({"index": index, "seen": {n: (v if isinstance(v, str) else
+                                                     dict(zip(("term", "kind", "size", "body_crc"), v)))
+                                                 for n, v in seen.items()}})
+    return out
 
 
 def _per_node(nodes: list[str], contents: Contents, unread: Mapping[str, str],

@@ -197,6 +197,10 @@ def frame_problem(loc: FrameLocation) -> str | None:
     with open(loc.segment, "rb") as f:
         f.seek(loc.segment_offset)
         frame = f.read(loc.size)
+    return _frame_bytes_problem(loc, frame)
+
+
+def _frame_bytes_problem(loc: FrameLocation, frame: bytes) -> str | None:
     if loc.size < FRAME_HEADER.size or len(frame) < loc.size:
         return f"short frame ({len(frame)} of {loc.size} bytes)"
     magic, size, term, index, kind, crc = FRAME_HEADER.unpack_from(frame)
@@ -209,6 +213,44 @@ def frame_problem(loc: FrameLocation) -> str | None:
     if zlib.crc32(frame[FRAME_HEADER.size:]) != crc:
         return "body crc mismatch"
     return None
+
+
+def log_entries(log_dir: Path, upto: int) -> dict[int, tuple[int, int, int, int] | str]:
+    """Every retained entry up to ``upto`` as the node's disk holds it: ``(term,
+    kind, size, body CRC)`` when its frame is sound and agrees with its index
+    record, else what is wrong (``frame_problem``). For comparing the nodes'
+    logs after a run: committed entries must be identical everywhere (Raft's
+    Log Matching property), so a damaged one that was accepted shows up."""
+    lo, hi = index_range(log_dir)
+    hi = min(hi, upto)
+    out: dict[int, tuple[int, int, int, int] | str] = {}
+    if hi < lo:
+        return out
+    segs = _numbered(log_dir / "commitlog")
+    starts = [s for s, _ in segs]
+    handles: dict[int, Any] = {}
+    try:
+        for first, path in _numbered(log_dir / "index"):
+            raw = path.read_bytes()
+            for k in range(max(0, lo - first), min(len(raw) // INDEX_RECORD.size, hi - first + 1)):
+                index = first + k
+                position, term, size, kind = INDEX_RECORD.unpack_from(raw, k * INDEX_RECORD.size)
+                j = bisect_right(starts, position) - 1
+                if j < 0:
+                    out[index] = f"no segment holds position {position}"
+                    continue
+                f = handles.get(j)
+                if f is None:
+                    f = handles[j] = open(segs[j][1], "rb")
+                loc = FrameLocation(index, term, kind, position, size, segs[j][1], position - starts[j])
+                f.seek(loc.segment_offset)
+                frame = f.read(size)
+                problem = _frame_bytes_problem(loc, frame)
+                out[index] = problem if problem else (term, kind, size, FRAME_HEADER.unpack_from(frame)[5])
+    finally:
+        for f in handles.values():
+            f.close()
+    return out
 
 
 def corrupt_log_entry(data_dir: Path, rng: random.Random, *, max_index: int, region: str | None = None,
@@ -422,4 +464,4 @@ def damage_derived(data_dir: Path, rng: random.Random, target: str, how: str) ->
 
 __all__ = ["DERIVED", "FrameLocation", "LogStart", "corrupt_log_entry", "damage_checkpoint", "damage_consume_queue",
            "damage_derived", "damage_index_file", "flip_bit", "frame_problem", "index_range", "locate",
-           "read_log_start"]
+           "log_entries", "read_log_start"]

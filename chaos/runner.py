@@ -429,10 +429,11 @@ class Run:
             if self.cfg.progress:
                 sys.stderr.write("\n")
         self.h.finish_pending()
+        logs = await asyncio.to_thread(self.read_logs)
         for node, rc in g.crashed():  # died between the last watch and the stop
             self.h.event("nemesis", CRASH, value=str(rc), node=node.id, detail={"log_tail": g.log_tail(node)[-2000:]})
         result = check(self.h, contents, non_idempotent=wl.non_idempotent() if wl else (), unread=unread,
-                       unreadable=unreadable, lookups=lookups)
+                       unreadable=unreadable, lookups=lookups, logs=logs)
         avail = availability(self.h)
         reasons = []
         if result.anomalies:
@@ -458,6 +459,17 @@ class Run:
                   "data_dir": str(n.data_dir), "starts": n.incarnation} for n in g.nodes]
         return RunResult(self.cfg, self.plan, self.h, result, avail, self.partitions, nodes, str(self.base), reasons,
                          self.started_at, self.now())
+
+    def read_logs(self) -> dict[str, dict[int, Any]]:
+        """Every stopped node's Raft log up to the commit index the group converged
+        on (``chaos.damage.log_entries``); nothing when it never converged (which
+        is reported already) and nothing for nodes a fault left down."""
+        upto = max((int((o.detail or {}).get("applied_index") or 0) for o in self.h.of(CONVERGE)
+                    if o.outcome == OK), default=0)
+        if upto <= 0:
+            return {}
+        return {n.id: damage.log_entries(n.data_dir / "dledger", upto) for n in self.group.nodes
+                if n.id not in self.left_down and (n.data_dir / "dledger").is_dir()}
 
     def lookup_keys(self) -> list[str]:
         """The keys to look up on every node at the end (bodies are keys): a sample of

@@ -33,7 +33,7 @@ from urllib.parse import quote
 
 from client import Admin, Producer, PushConsumer, ReceivedMessage
 from client.consumer import commit_offset
-from client.errors import RaftMQError, Rejected, Timeout, Unavailable
+from client.errors import RaftMQError, Rejected, Timeout
 from client.http import Transport, TransportConfig
 
 from chaos.history import COMMIT, DELIVER, FAIL, INFO, OFFSETS, OK, PULL, SEND, History, Op
@@ -211,8 +211,8 @@ class Workload:
                 op = self.h.invoke(name, SEND, value=f"{name}-{n:06d}")
                 n += 1
                 try:
-                    res = await tr.call("POST", path, {"messages": [{"body": op.value.encode(),  # type: ignore[union-attr]
-                                                                     "keys": [op.value]}]}, write=True)
+                    msg = {"body": op.value.encode(), "keys": [op.value]}  # type: ignore[union-attr]
+                    res = await tr.call("POST", path, {"messages": [msg]}, write=True)
                     r = res["results"][0]
                 except RaftMQError as exc:
                     self._record_send(op, exc, None, None)
@@ -354,9 +354,10 @@ class Workload:
     async def drain(self, url: str) -> tuple[dict[tuple[int, int], str], dict[tuple[int, int], str]]:
         """Every message of every queue on the node at ``url``: ``({(queue, offset):
         body}, {(queue, offset): error})``. A batch the node fails to serve (a
-        damaged record answers a 5xx) is read again one offset at a time, so one
-        bad message costs only its own offset, which is reported with the error.
-        Raises ``RaftMQError`` when the node cannot be read at all (down, or not
+        damaged record answers a 5xx, a 503 ``storage_damaged`` among them) is
+        read again one offset at a time, so one bad message costs only its own
+        offset, which is reported with the error. Raises ``RaftMQError`` when the
+        node cannot be read at all (it no longer answers its health check, or not
         even its queue bounds answer)."""
         held: dict[tuple[int, int], str] = {}
         unreadable: dict[tuple[int, int], str] = {}
@@ -369,9 +370,8 @@ class Workload:
                 try:
                     res = await self._probe.call("GET", f"/v1/topics/{TOPIC}/queues/{q}/messages",
                                                  params={"offset": offset, "max": n}, url=url, deadline_s=10.0)
-                except (Unavailable, Timeout):
-                    raise  # the node is gone: nothing more to read from it
                 except RaftMQError as exc:
+                    await self._still_answering(url, exc)
                     if end is None:
                         end = await self._queue_end(url, q)
                     if n > 1:
@@ -400,14 +400,23 @@ class Workload:
             try:
                 res = await self._probe.call("GET", "/v1/messages", params={"key": key, "max": 32}, url=url,
                                              deadline_s=10.0)
-            except (Unavailable, Timeout):
-                raise
             except RaftMQError as exc:
+                await self._still_answering(url, exc)
                 out[key] = str(exc)[:200]
                 continue
             out[key] = [(int(m["queue_id"]), int(m["queue_offset"])) for m in res.get("messages") or []
                         if key in (m.get("keys") or ())]
         return out
+
+    async def _still_answering(self, url: str, exc: RaftMQError) -> None:
+        """After a failed read: return if the node still answers its health check
+        (the error was about what was read), else raise ``exc`` (the node is gone).
+        A 503 is both a node that cannot serve and a damaged record: only asking
+        again tells them apart."""
+        try:
+            await self._probe.call("GET", "/v1/health", url=url, deadline_s=5.0)
+        except RaftMQError:
+            raise exc from None
 
     async def _queue_end(self, url: str, q: int) -> int:
         """The node's ``max_offset`` of queue ``q`` (from its topic description)."""

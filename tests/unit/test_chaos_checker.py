@@ -242,6 +242,19 @@ def test_a_lookup_by_key_that_misses_a_message_the_node_holds_is_reported() -> N
     assert (r.per_node["n2"]["lookups"], r.per_node["n2"]["lookup_failed"]) == (1, 0)
 
 
+def test_nodes_whose_committed_log_entries_differ_or_are_damaged_are_a_log_mismatch() -> None:
+    h, c = clean()
+    same = {1: (1, 0, 40, 7), 2: (1, 0, 50, 8), 3: (2, 1, 32, 0)}
+    logs = {"n1": dict(same), "n2": {**same, 2: (70368744177665, 0, 50, 8)}, "n3": {**same, 3: "body crc mismatch"},
+            "n4": {3: (2, 1, 32, 0)}}  # a log that starts after a snapshot: only index 3 compared
+    r = check(h, c, non_idempotent={"r1"}, logs=logs)
+    found = only(r, "log_mismatch")
+    assert [x["index"] for x in found] == [2, 3]
+    assert found[0]["seen"]["n2"]["term"] == 70368744177665 and found[0]["seen"]["n1"]["term"] == 1
+    assert found[1]["seen"]["n3"] == "body crc mismatch" and set(found[1]["seen"]) == {"n1", "n2", "n3", "n4"}
+    assert check(h, c, non_idempotent={"r1"}, logs={"n1": same, "n2": same}).ok
+
+
 def test_commit_answers_going_back_in_real_time_order_are_reported() -> None:
     h, c = clean()
     h.add(Op("chaos-pull", COMMIT, 8.0, 8.1, OK, None, 1, 5))

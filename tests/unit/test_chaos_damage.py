@@ -274,3 +274,31 @@ def test_a_missing_derived_file_is_replaced_by_the_next_kind_and_said_so(tmp_pat
     assert res["damaged"] is False and "no checkpoint" in res["why"]
     with pytest.raises(ValueError):
         damage.damage_derived(tmp_path, random.Random(1), "indexfile", "tear")
+
+
+def test_log_entries_reads_every_committed_entry_and_tells_a_damaged_frame(tmp_path: Path) -> None:
+    entries = write_log(tmp_path / "a")
+    write_log(tmp_path / "b")
+    a = damage.log_entries(tmp_path / "a" / "dledger", 100)
+    assert sorted(a) == list(range(1, 101))
+    assert a == damage.log_entries(tmp_path / "b" / "dledger", 100)
+    e = entries[41]
+    assert a[42] == (e.term, int(e.kind), HEADER_BYTES + len(e.data), zlib.crc32(e.data))
+    res = damage.corrupt_log_entry(tmp_path / "b", random.Random(2), max_index=100, index=42, region="body")
+    assert res["entry_index"] == 42
+    b = damage.log_entries(tmp_path / "b" / "dledger", 100)
+    assert b[42] == "body crc mismatch" and {i: v for i, v in b.items() if i != 42} == {
+        i: v for i, v in a.items() if i != 42}
+
+
+def test_a_term_flipped_in_both_frame_and_index_shows_as_another_term(tmp_path: Path) -> None:
+    # What a recovery that trusts a damaged header leaves: frame and index agree on a wrong term.
+    write_log(tmp_path)
+    log_dir = tmp_path / "dledger"
+    loc = damage.locate(log_dir, 70)
+    assert loc is not None
+    damage.flip_bit(loc.segment, loc.segment_offset + 10, 6)  # the frame's term, byte 10 of 8..15
+    first, index_file = [(f, p) for f, p in damage._numbered(log_dir / "index") if f <= 70][-1]
+    damage.flip_bit(index_file, (70 - first) * 24 + 8 + 2, 6)  # the record's term, bytes 8..15
+    term, *_ = damage.log_entries(log_dir, 100)[70]  # type: ignore[misc]
+    assert term == loc.term + (1 << 46)
