@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol
 
-from dledger.core.messages import EntryKind, Message, NodeId, Snapshot, SnapshotMeta
+from dledger.core.messages import EntryKind, FetchEntry, FetchEntryReply, Message, NodeId, Snapshot, SnapshotMeta
 from dledger.core.raft import CoreConfig, RaftCore, Role
-from dledger.errors import LeadershipLost, NodeStopped, NotLeader, ProposalDropped, StateAheadOfLog, StorageFailure
+from dledger.errors import CorruptLog, LeadershipLost, NodeStopped, NotLeader, ProposalDropped, StateAheadOfLog, StorageFailure
 from dledger.store.file_store import FileHardStateStore, FileLogStore, StoreConfig
 from dledger.store.durable import write_atomically
 from dledger.store.identity import DataDirIdentity, fmt_id
@@ -38,6 +38,10 @@ from dledger.store.entry_format import HEADER_BYTES as ENTRY_HEADER_BYTES
 from dledger.transport import PeerTransport, TransportConfig
 
 log = logging.getLogger(__name__)
+
+# Repair of damaged entries: ask the peers for this many at a time, every so many ticks.
+REPAIR_BATCH = 16
+REPAIR_EVERY_TICKS = 4
 
 
 class StateMachine(Protocol):
@@ -228,8 +232,11 @@ class DLedger:
         empty = self.store.last_index() == 0 and self.store.first_index() == 1 and hard_state.term == 0
         # An empty data directory votes only at the first start of a new group
         # (``bootstrap``): anywhere else it may be a wiped disk that forgot what
-        # it acknowledged and voted (issue 9, case 8).
-        recovering = self._recovering_marker.exists() or (empty and (config.rejoin or not config.bootstrap))
+        # it acknowledged and voted (issue 9, case 8). A scrub that had to cut
+        # durable entries (damage it could not bound) leaves the node as if its
+        # disk were wiped beyond that point.
+        recovering = (self._recovering_marker.exists() or (empty and (config.rejoin or not config.bootstrap))
+                      or self.store.lost_entries_on_open)
         self.identity = DataDirIdentity.open(data, has_data=not empty, node_id=config.node_id)
         if recovering and not self._recovering_marker.exists():
             write_atomically(self._recovering_marker, b"")
@@ -240,6 +247,7 @@ class DLedger:
                              recovering=recovering)
         if start > 0 and start in snaps:
             self.core.set_snapshot(self._load_snapshot(start))
+        self.core.set_damaged(self.store.has_damage)
         self._applied_segment: int | None = None
         peers = {p: parse_addr(a) for p, a in config.peers.items() if p != config.node_id}
         self._transport = PeerTransport(
@@ -443,12 +451,46 @@ class DLedger:
     def _on_message(self, m: Message) -> None:
         if self._failed is not None:
             return
+        if isinstance(m, (FetchEntry, FetchEntryReply)):
+            self._on_repair_message(m)
+            return
         try:
             self.core.step(m)
         except AssertionError as exc:  # a Raft invariant broke (two leaders in a term, ...)
             self._fail(exc)
             return
         self._wake.set()
+
+    # -- repair of entries damaged on disk (FileLogStore.damaged) --------------
+    def _request_repairs(self) -> None:
+        """Ask every peer for an intact copy of (some of) our damaged entries."""
+        wanted = self.store.damaged()[:REPAIR_BATCH]
+        me = NodeId(self.config.node_id)
+        for peer in self.config.peers:
+            if peer != me:
+                for index, term in wanted:
+                    self._transport.send(FetchEntry(term, me, NodeId(peer), index))
+        self._transport.flush()
+
+    def _on_repair_message(self, m: FetchEntry | FetchEntryReply) -> None:
+        if isinstance(m, FetchEntry):
+            try:
+                got = self.store.entries(m.index, m.index + 1, 1 << 62)
+            except (IndexError, CorruptLog):
+                return  # compacted, beyond our log, or damaged here too: another peer may have it
+            if got and got[0].term == m.term:
+                self._transport.send(FetchEntryReply(m.term, NodeId(self.config.node_id), m.src, got[0]))
+                self._transport.flush()
+            return
+        try:
+            repaired = self.store.repair(m.entry)
+        except StorageFailure as exc:
+            self._fail(exc)
+            return
+        if repaired:
+            log.warning("node=%s entry %d repaired from %s", self.config.node_id, m.entry.index, m.src)
+            self.core.set_damaged(self.store.has_damage)
+            self._wake.set()
 
     def _fail(self, exc: BaseException) -> None:
         """Stop taking part: a node whose state broke an invariant or could not
@@ -511,12 +553,17 @@ class DLedger:
         period = self.config.tick_ms / 1000
         loop = asyncio.get_running_loop()
         next_at = loop.time()
+        ticks = 0
         while True:
             next_at += period
             await asyncio.sleep(max(0.0, next_at - loop.time()))
             if loop.time() - next_at > period * 4:
                 next_at = loop.time()  # the loop was blocked; do not fire a burst of ticks
             self.core.tick()
+            if self.store.has_damage:
+                ticks += 1
+                if ticks % REPAIR_EVERY_TICKS == 1:
+                    self._request_repairs()
             self._wake.set()
 
     async def _ready_loop(self) -> None:
@@ -554,6 +601,8 @@ class DLedger:
                     if rd.committed:
                         self._apply(rd.committed)
                     core.advance(rd)
+                    if self.store.has_damage != core.damaged:  # found while reading for this Ready
+                        core.set_damaged(self.store.has_damage)
                     self._after_advance()
                     await asyncio.sleep(0)  # let the network and proposers in
                 self._after_advance()  # a tick may have deposed us without any Ready (check-quorum)

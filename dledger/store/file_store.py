@@ -209,6 +209,10 @@ class FileLogStore:
         return first
 
     # -- damage found on disk (see recovery.py) ------------------------------
+    @property
+    def has_damage(self) -> bool:
+        return bool(self._damaged)
+
     def damaged(self) -> list[tuple[int, int]]:
         """(index, term) of every entry known to be damaged on disk, oldest first."""
         return sorted((i, r.term) for i, r in self._damaged.items())
