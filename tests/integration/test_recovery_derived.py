@@ -296,3 +296,41 @@ def test_a_write_the_leader_cannot_store_is_answered_in_the_json_error_model(gro
     got = read_queue(new.http_url, 1)
     assert list(got.values()).count("x" * 2000) == 1
     assert all(got.get(a.queue_offset) == a.body for a in acked if a.queue_id == 1)
+
+
+def test_a_rebuild_after_retention_starts_from_the_snapshot_the_log_starts_after(tmp_path: Path) -> None:
+    """With the log's first segments deleted by retention, a rebuild re-applies
+    what is left after the snapshot the log starts after (restored by dledger),
+    and serves every retained message as the leader does."""
+    extra = {"segment_bytes": 64 << 10, "retention_hours": 2.0 / 3600, "retention_check_interval_ms": 200,
+             "checkpoint_interval_ms": 100}
+    with running_group(tmp_path, extra=extra) as group:
+        assert http("POST", group.leader().http_url + "/v1/topics", {"name": TOPIC, "queues": QUEUES})[0] == 200
+        produce(group, 30, batch=20)  # ~40 bytes a body, ~100 a record: several 64 KiB segments
+        node = group.followers()[0]
+
+        def compacted() -> bool:
+            produce(group, 1)  # moves retention's time marks on
+            status, _, body = http("GET", f"{node.http_url}/v1/topics/{TOPIC}")
+            return status == 200 and all(q["min_offset"] > 0 for q in body["queue_offsets"])
+
+        group.wait_for(compacted, 20, "retention to delete the first segments")
+        acked = produce(group, 3)
+        group.wait_for(lambda: caught_up(group, node, checkpointed=True), 15, f"{node.id} to checkpoint")
+        group.kill(node.id)
+        a = acked[0]  # its ConsumeQueue entry: file 0 (300,000 entries a file), phys_offset's lowest byte
+        flip_bit(cq_file(node.data_dir, a.queue_id), 20 * a.queue_offset + 7, 0x01)
+        group.start(node.id)
+        group.wait_for(lambda: caught_up(group, node), 20, f"{node.id} to start and catch up")
+        lead = group.leader()
+        for q in range(QUEUES):
+            mine, theirs = read_queue(node.http_url, q), read_queue(lead.http_url, q)
+            common = set(mine) & set(theirs)
+            assert common and all(mine[o] == theirs[o] for o in common)
+            assert max(mine) == max(theirs)
+        for a in acked:
+            assert read_queue(node.http_url, a.queue_id)[a.queue_offset] == a.body
+            status, _, body = http("GET", f"{node.http_url}/v1/messages?key={a.key}")
+            assert [m["msg_id"] for m in body["messages"]] == [a.msg_id]
+        text = node.log_path.read_text()
+        assert "event=rebuild_derived " in text and "state restored from the snapshot" in text
