@@ -48,12 +48,23 @@ log = logging.getLogger(__name__)
 
 HEALTHY_LAG_ENTRIES = 500  # a node this close to the leader's commit index counts as caught up
 HEALTHY_WAIT_S = 15.0  # how long a leader fault waits for the group to be whole
+SETTLE_S = 2.0  # the last fault ends this long before the run does (chaos.schedule.plan)
 # corrupt: when the target does not answer before it is stopped, entries this far
 # below its last one are taken as committed.
 UNKNOWN_COMMIT_MARGIN_ENTRIES = 1000
 LOOKUP_SAMPLE = 200  # acknowledged messages looked up by key on every node at the end
 LOOKUP_TARGETED_MAX = 500  # at most this many more, whose keys an IndexFile fault may have spoiled
 KILL_FAULTS = frozenset({"kill-leader", "kill", "torn-tail", "wipe", "corrupt", "corrupt-derived"})
+
+
+def leader_fault_wait_s(now_s: float, run_end_s: float, fault_duration_s: float) -> float:
+    """How long a leader fault starting at ``now_s`` may wait for the group to be
+    whole: ``HEALTHY_WAIT_S``, but never so long that the fault would end after
+    the run's settling time. A slow recovery (a node re-applying its whole log)
+    may make the group late to be whole; the fault then still happens, with
+    ``group_whole_after_s`` None, instead of being pushed past the run's end and
+    counted as not injected."""
+    return max(0.0, min(HEALTHY_WAIT_S, run_end_s - SETTLE_S - fault_duration_s - now_s))
 
 
 class RunError(Exception):
@@ -135,7 +146,7 @@ class Run:
             mix.pop("partition", None)
         self.plan = [] if cfg.wipe_majority else plan(
             cfg.seed, mix, duration_s=cfg.duration_s, interval_s=cfg.interval_s, fault_s=cfg.fault_s,
-            mode=cfg.schedule, warmup_s=cfg.warmup_s)
+            mode=cfg.schedule, warmup_s=cfg.warmup_s, settle_s=SETTLE_S)
         self.own_base = cfg.base_dir is None
         self.base = Path(cfg.base_dir) if cfg.base_dir else Path(tempfile.mkdtemp(prefix="raftmq-chaos-"))
         self.group = Group(self.base, cfg.nodes, cfg.flush, distinct_hosts=self.can_partition,
@@ -173,7 +184,8 @@ class Run:
             # caught up; a node rejoining after a wipe cannot vote), so the time measured is one
             # fault's. Faults on any node still land whatever state the group is in.
             t = self.now()
-            if await g.wait_caught_up(HEALTHY_LAG_ENTRIES, HEALTHY_WAIT_S):
+            if await g.wait_caught_up(HEALTHY_LAG_ENTRIES, leader_fault_wait_s(t, self.cfg.duration_s,
+                                                                                pf.duration_s)):
                 healthy_after = round(self.now() - t, 3)
         if pf.fault in LEADER_FAULTS or (pf.fault == "partition" and pf.shape == "isolate-leader"):
             target = await g.wait_leader(5.0)
