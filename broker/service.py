@@ -435,14 +435,17 @@ class Broker:
         except CorruptStore as exc:
             raise self._damaged(f"consume queue {topic}/{queue_id} near offset {offset}: {exc}", derived=True)
 
-    def _damaged(self, what: str, derived: bool) -> StorageDamaged:
+    def _damaged(self, what: str, derived: bool, position: int | None = None) -> StorageDamaged:
         """Log damage found while serving, loudly, and the error to answer
         with. ``derived``: the damage is in a derived file (a ConsumeQueue or
         IndexFile), which the next start then rebuilds from the log; damage
-        in the log itself is dledger's to repair."""
+        in the log itself (at ``position``) is reported to dledger, which
+        repairs the entry from a peer."""
         log.error("node=%s event=storage_damaged derived=%s %s", self.config.node_id, derived, what)
         if derived:
             self.state.note_damage(what)
+        elif position is not None:
+            self.log.report_damage(position)
         return StorageDamaged(f"this node holds damaged data and will not serve it; read from another node "
                               f"(it rebuilds on restart): {what}")
 
@@ -487,7 +490,7 @@ class Broker:
                     # the log; a framing that does not fit the entry means the entry
                     # points at the wrong place.
                     raise self._damaged(f"{topic}/{queue_id} offset {qoff} at position {phys} size {size}: {exc}",
-                                        derived=not _framed(raw))
+                                        derived=not _framed(raw), position=phys)
                 if m["topic"] != topic or m["queue_id"] != queue_id or th != (tag_hash(m["tags"]) if m["tags"] else 0):
                     raise self._damaged(f"{topic}/{queue_id} offset {qoff} points at position {phys}, a message of "
                                         f"{m['topic']}/{m['queue_id']} with tags {m['tags']!r} "
@@ -524,7 +527,7 @@ class Broker:
             return decode_record(raw), size
         except RecordError as exc:
             if _framed(raw):
-                raise self._damaged(f"message {msg_id}: {exc}", derived=False)
+                raise self._damaged(f"message {msg_id}: {exc}", derived=False, position=phys)
             raise MessageNotFound(f"no message with id {msg_id!r}") from exc
 
     def _queue_offset_of(self, topic: str, queue_id: int, phys: int) -> int | None:
@@ -566,8 +569,10 @@ class Broker:
             except (RecordError, IndexError, ValueError, DLedgerError) as exc:
                 # Not served: the index entry points at no record of its size
                 # (a damaged entry), or the log's record is damaged.
+                framed = _framed(raw)
                 self._damaged(f"index entry for key {key!r} at position {phys} size {size}: {exc!r}",
-                              derived=not isinstance(exc, DLedgerError) and not _framed(raw))
+                              derived=not isinstance(exc, DLedgerError) and not framed,
+                              position=phys if framed else None)
                 continue
             if key not in msg.keys:
                 continue  # a hash collision (or a damaged entry pointing at another record)

@@ -392,6 +392,17 @@ class DLedger:
     def read_at(self, position: int, size: int) -> bytes:
         return self.store.read_at(position, size)
 
+    def report_damage(self, position: int) -> None:
+        """A reader (the state machine's) found bytes at ``position`` that fail
+        their own check: verify the entry there, and if it is damaged on disk,
+        stop serving it, abstain from elections and repair it from a peer."""
+        index = self.store.check_at(position)
+        if self.store.has_damage and not self.core.damaged:
+            log.error("node=%s entry %s at position %d damaged: repairing from peers", self.config.node_id,
+                      index, position)
+            self.core.set_damaged(True)
+            self._wake.set()
+
     def compact(self, upto: int) -> int:
         """Retention: delete the log prefix up to ``upto``, whole segments at a
         time. The log is cut only where a segment ends and the state machine was

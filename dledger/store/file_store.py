@@ -243,6 +243,26 @@ class FileLogStore:
                         entry.term, rec.position)
             return True
 
+    def check_at(self, position: int) -> int | None:
+        """Check the whole entry whose frame holds ``position`` (a reader found a
+        record there that fails its own check): a damaged entry is recorded as
+        when read. Returns the entry's index, or None if no retained entry holds
+        ``position``. A binary search over the index, then one read."""
+        lo, hi = self._snap_index + 1, self._last
+        if lo > hi or position < self._start_pos or position >= self._end:
+            return None
+        while lo < hi:  # the last entry whose frame starts at or before position
+            mid = (lo + hi + 1) // 2
+            if self._frame_position(mid) <= position:
+                lo = mid
+            else:
+                hi = mid - 1
+        try:
+            self._read_entries(lo, lo + 1, 1 << 62, [])
+        except EntryDamaged:
+            pass
+        return lo
+
     def _damaged_at(self, index: int, rec: IndexRecord, problem: str) -> EntryDamaged:
         if index not in self._damaged:
             self._damaged[index] = rec

@@ -30,6 +30,7 @@ from typing import Any
 
 import pytest
 
+from broker.message import parse_msg_id
 from tests.integration.broker_group import BrokerGroup, http, running_group
 
 pytestmark = pytest.mark.integration
@@ -192,3 +193,31 @@ def test_a_leader_that_reads_a_damaged_entry_of_its_own_steps_down_and_the_group
         for n in g.nodes:
             assert_serves_everything(g, n.id, acked)
         assert "fatal error" not in g.logs()
+
+
+def test_a_record_found_damaged_while_serving_is_not_served_and_is_repaired_from_a_peer(tmp_path: Path) -> None:
+    with running_group(tmp_path, extra={"segment_bytes": SEGMENT_BYTES}) as g:
+        create_topic(g)
+        acked = produce(g, 60, "a")
+        last = wait_applied_everywhere(g)
+        node = g.followers()[0]
+        g.kill(node.id)
+        g.start(node.id)  # so that it reads these entries from disk (no in-memory tail)
+        g.wait_for(lambda: (g.health(node.id) or {}).get("applied_index", 0) >= last, 30, "the restart")
+        victim = acked[len(acked) // 2]
+        record = parse_msg_id(victim["msg_id"])[1]  # a message id is the group and the record's position
+        # The record lies inside its entry's body: flip a bit of it, behind the running node's back.
+        index = next(i for i in range(last, 0, -1) if frame_of(node.data_dir, i)[0] < record)
+        pos, _, size = frame_of(node.data_dir, index)
+        target = record + 40
+        assert pos + ENTRY_HEADER_BYTES <= target < pos + size
+        flip_bit(node.data_dir, target, 4)
+        url = f"{node.http_url}/v1/topics/{TOPIC}/queues/{victim['queue_id']}/messages?offset={victim['queue_offset']}&max=1&consistency=local"
+        status, _, body = http("GET", url)
+        assert status == 503 and body["error"] == "storage_damaged", (status, body)  # never served
+        g.wait_for(lambda: http("GET", url)[0] == 200, 20, "the entry to be repaired from a peer")
+        status, _, body = http("GET", url)
+        assert body["messages"][0]["body"] == victim["body"]
+        assert f"event=entry_repaired dir={node.data_dir / 'dledger'} index={index} " in node.log_path.read_text()
+        assert_serves_everything(g, node.id, acked)
+
