@@ -120,6 +120,34 @@ def run_command(**opts: Any) -> None:
     raise SystemExit(res.exit_code)
 
 
+@chaos_group.command("restart-bench")
+@click.option("--log-mib", type=click.IntRange(1, 1 << 20), default=1024, show_default=True,
+              help="MiB of Raft log to fill the group with before the restarts.")
+@click.option("--flush", type=click.Choice(["async", "sync"]), default="async", show_default=True)
+@click.option("--variants", default=",".join(("clean", "derived-damaged", "log-damaged")), show_default=True,
+              help="Which restarts, comma-separated: clean, derived-damaged, log-damaged.")
+@click.option("--seed", type=int, default=1, show_default=True, help="Seeds which files and bits are damaged.")
+def restart_bench_command(log_mib: int, flush: str, variants: str, seed: int) -> None:
+    """Restart time of a follower holding LOG_MIB of log: clean, with its derived files damaged
+    (rebuilt from the log), and with a log entry damaged (repaired from a peer)."""
+    from chaos.restart_bench import VARIANTS, run
+
+    chosen = tuple(v.strip() for v in variants.split(",") if v.strip())
+    unknown = [v for v in chosen if v not in VARIANTS]
+    if unknown or not chosen:
+        raise click.BadParameter(f"unknown {unknown or 'empty'}; choose from {', '.join(VARIANTS)}",
+                                 param_hint="--variants")
+    logging.basicConfig(level=logging.WARNING, format="chaos: %(levelname)s %(name)s: %(message)s")
+    try:
+        asyncio.run(run(log_mib, flush, chosen, seed, click.echo))
+    except RuntimeError as exc:
+        click.echo(f"chaos: restart-bench: {exc}", err=True)
+        raise SystemExit(2)
+    except KeyboardInterrupt:
+        click.echo("chaos: interrupted; every node process was stopped", err=True)
+        raise SystemExit(130)
+
+
 def _argv(ctx: click.Context, opts: dict[str, Any]) -> list[str]:
     """The options of this invocation as command-line arguments (to run it again elsewhere)."""
     out: list[str] = []

@@ -129,11 +129,14 @@ class RawConnection:
 
 
 async def produce(urls: list[str], topic: str, queues: int, batch: int, producers: int, duration_s: float,
-                  message_bytes: int, flush: str) -> Result:
+                  message_bytes: int, flush: str, keyed: bool = False) -> Result:
+    """``keyed``: every message carries a key (``k<n>``, ``n`` its place in the
+    request), so that the IndexFile gets an entry per message."""
     leader = await ensure_topic(urls, topic, queues)
     body = os.urandom(message_bytes // 2).hex().encode()[:message_bytes]
+    messages = [{"body": body, **({"keys": [f"k{i}"]} if keyed else {})} for i in range(batch)]
     req = RawConnection.request("POST", f"/v1/topics/{quote(topic, safe='')}/messages",
-                                msgpack.packb({"messages": [{"body": body} for _ in range(batch)]}))
+                                msgpack.packb({"messages": messages}))
     lat: list[float] = []
     count = 0
     stop_at = time.monotonic() + duration_s
