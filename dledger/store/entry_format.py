@@ -14,9 +14,15 @@ followed by the body::
          8     8  term         term of the entry
         16     8  index        Raft log index of the entry
         24     1  kind         EntryKind (0 NORMAL, 1 NOOP)
-        25     3  reserved     zero
+        25     3  header_check 0x800000 | (crc32 of bytes 0..25 and 28..32) & 0x7FFFFF;
+                               zero in frames written before it existed
+                               (those headers are checked by the index only)
         28     4  body_crc     zlib.crc32 of the body
         32     n  body         Entry.data, n = total_size - 32
+
+The header check covers the fields the body CRC does not (term, index, size,
+kind): a flipped bit in a term would otherwise pass every check of the scan on
+open and make the node believe a wrong term.
 
 End-of-segment marker, written where a frame does not fit in the rest of its
 segment and at least 8 bytes remain (with fewer than 8 bytes left a reader
@@ -46,6 +52,8 @@ from dledger.core.messages import Entry, EntryKind
 
 HEADER: Final = struct.Struct(">IIQQB3xI")
 HEADER_BYTES: Final = HEADER.size  # 32
+CHECK_AT: Final = 25  # the 3-byte header check (see the module doc)
+NO_CHECK: Final = b"\x00\x00\x00"
 ENTRY_MAGIC: Final = 0xDEDE0E01
 BLANK: Final = struct.Struct(">II")
 BLANK_MAGIC: Final = 0xDEDE0EFF
@@ -53,6 +61,26 @@ BLANK_BYTES: Final = BLANK.size  # 8
 KINDS: Final = frozenset(int(k) for k in EntryKind)
 
 assert HEADER_BYTES == 32 and BLANK_BYTES == 8
+
+
+def header_check(head: bytes | bytearray | memoryview) -> bytes:
+    """The 3-byte check of a frame header (its other 29 bytes)."""
+    v = zlib.crc32(head[CHECK_AT + 3 : HEADER_BYTES], zlib.crc32(head[:CHECK_AT]))
+    return ((v & 0x7FFFFF) | 0x800000).to_bytes(3, "big")
+
+
+def header_problem(head: bytes | bytearray | memoryview) -> str | None:
+    """None if the header's check holds (or it has none: an older frame)."""
+    stored = bytes(head[CHECK_AT : CHECK_AT + 3])
+    if stored == NO_CHECK or stored == header_check(head):
+        return None
+    return "header check mismatch"
+
+
+def encode_header(size: int, term: int, index: int, kind: int, body_crc: int) -> bytes:
+    head = bytearray(HEADER.pack(ENTRY_MAGIC, size, term, index, kind, body_crc))
+    head[CHECK_AT : CHECK_AT + 3] = header_check(head)
+    return bytes(head)
 
 
 def segment_start(position: int, segment_bytes: int) -> int:
@@ -98,7 +126,6 @@ def encode_batch(entries: Sequence[Entry], cursor: int, segment_bytes: int) -> E
     Raises ``ValueError`` for non-consecutive indexes or an entry too large for a
     segment, before anything is written.
     """
-    pack = HEADER.pack
     crc32 = zlib.crc32
     limit = max_data_bytes(segment_bytes)
     writes: list[tuple[int, int, bytes]] = []
@@ -127,7 +154,7 @@ def encode_batch(entries: Sequence[Entry], cursor: int, segment_bytes: int) -> E
             seg = seg_end
             seg_end = seg + segment_bytes
             pos = chunk_pos = seg
-        parts.append(pack(ENTRY_MAGIC, size, e.term, e.index, e.kind, crc32(data)))
+        parts.append(encode_header(size, e.term, e.index, e.kind, crc32(data)))
         parts.append(data)
         positions.append(pos)
         pos += size
@@ -144,6 +171,9 @@ def check_frame(frame: bytes | memoryview, index: int, term: int, size: int, kin
     magic, f_size, f_term, f_index, f_kind, crc = HEADER.unpack_from(frame, 0)
     if magic != ENTRY_MAGIC:
         return f"bad magic {magic:#010x}"
+    problem = header_problem(frame[:HEADER_BYTES])
+    if problem is not None:
+        return problem
     if (f_size, f_term, f_index, f_kind) != (size, term, index, kind):
         return (f"header (size={f_size} term={f_term} index={f_index} kind={f_kind}) does not match "
                 f"the index (size={size} term={term} index={index} kind={kind})")

@@ -56,6 +56,7 @@ from dledger.store.entry_format import (
     HEADER_BYTES,
     KINDS,
     blank_marker,
+    header_problem,
     segment_start,
 )
 from dledger.store.index_file import RECORD, RECORD_BYTES, IndexFiles, IndexRecord
@@ -207,6 +208,9 @@ class _Scan:
         magic, size, term, index, kind, crc = HEADER.unpack(head)
         if magic != ENTRY_MAGIC:
             return f"bad magic {magic:#010x}", 0, 0, 0
+        problem = header_problem(head)
+        if problem is not None:
+            return problem, 0, 0, 0
         if size < HEADER_BYTES or pos + size > seg_end:
             return f"bad frame size {size}", 0, 0, 0
         if index != expected:
@@ -243,7 +247,7 @@ class _Scan:
         head = self._get(pos, HEADER_BYTES)
         if len(head) == HEADER_BYTES:
             magic, size, term, index, kind, _crc = HEADER.unpack(head)
-            if magic == ENTRY_MAGIC and index == expected and kind in KINDS and HEADER_BYTES <= size \
+            if magic == ENTRY_MAGIC and header_problem(head) is None and index == expected and kind in KINDS and HEADER_BYTES <= size \
                     and pos + size <= seg_end:
                 candidates.append(IndexRecord(expected, pos, term, size, kind))
         rec = self.index.record(expected)
