@@ -38,6 +38,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Final, Sequence
@@ -47,11 +48,14 @@ from dledger.errors import CorruptLog, EntryDamaged, StorageFailure
 from dledger.store import log_start
 from dledger.store.durable import make_dirs
 from dledger.store.entry_format import (
+    CHECK_AT,
     ENTRY_MAGIC,
+    NO_CHECK,
     HEADER,
     HEADER_BYTES,
     check_frame,
     encode_batch,
+    header_problem,
     segment_start,
 )
 from dledger.store.file_names import parse_file_name
@@ -228,6 +232,10 @@ class FileLogStore:
             if rec is None or (rec.term, rec.size, rec.kind) != (entry.term, HEADER_BYTES + len(entry.data),
                                                                   int(entry.kind)):
                 return False
+            if not self._matches_damaged_header(rec, entry):
+                log.warning("event=repair_refused dir=%s index=%d: the copy's body does not have the CRC our "
+                            "frame's sound header records", self._dir, entry.index)
+                return False
             batch = encode_batch([entry], rec.position, self._sb)
             if batch.positions != [rec.position] or len(batch.writes) != 1:
                 return False  # cannot happen for a frame that fit there before
@@ -242,6 +250,19 @@ class FileLogStore:
             log.warning("event=entry_repaired dir=%s index=%d term=%d position=%d", self._dir, entry.index,
                         entry.term, rec.position)
             return True
+
+    def _matches_damaged_header(self, rec: IndexRecord, entry: Entry) -> bool:
+        """When only the body of the damaged frame is damaged, its header still
+        records the body's CRC: a copy must have it (a broken or hostile peer's
+        copy of the right size is refused)."""
+        seg = segment_start(rec.position, self._sb)
+        head = self._segments.pread(seg, rec.position - seg, HEADER_BYTES)
+        if len(head) < HEADER_BYTES or header_problem(head) is not None or bytes(head[CHECK_AT:CHECK_AT + 3]) == NO_CHECK:
+            return True  # the header is damaged too (or unchecked): term, size and kind are all we can match
+        magic, size, term, index, kind, body_crc = HEADER.unpack(head)
+        if (magic, size, term, index, kind) != (ENTRY_MAGIC, rec.size, rec.term, rec.index, rec.kind):
+            return True
+        return zlib.crc32(entry.data) == body_crc
 
     def check_at(self, position: int) -> int | None:
         """Check the whole entry whose frame holds ``position`` (a reader found a

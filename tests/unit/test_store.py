@@ -447,6 +447,8 @@ def test_a_damaged_entry_followed_by_sound_ones_is_kept_reported_and_repaired_no
     assert store.entries(damaged.index + 1, len(entries) + 1, 1 << 30) == entries[boundary + 1 :]
     assert not store.repair(Entry(damaged.term + 1, damaged.index, damaged.data))  # not the same entry
     assert not store.repair(Entry(damaged.term, damaged.index, damaged.data + b"x"))
+    forged = bytes([damaged.data[0] ^ 0xFF]) + damaged.data[1:]
+    assert not store.repair(Entry(damaged.term, damaged.index, forged))  # right size, not the body the header records
     assert store.repair(damaged)
     assert store.damaged() == []
     assert store.entries(1, len(entries) + 1, 1 << 30) == entries
