@@ -1,5 +1,5 @@
 import sys
 
-from broker.node import main
+from raftmq.broker.node import main
 
 sys.exit(main())

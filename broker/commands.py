@@ -17,7 +17,6 @@ CommitLog is ``entry body position + that start + the record's offset``.
 | COMMIT_OFFSET (2) | group, topic, queue_id, offset, reset (moves the offset back only when true) |
 | CREATE_TOPIC (3) | name, queues |
 | UPDATE_TOPIC (4) | name, queues |
-| HEARTBEAT (5) | group, client_id, expire_ts_ms (reserved for consumer groups) |
 """
 
 from __future__ import annotations

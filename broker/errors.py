@@ -142,9 +142,9 @@ def as_broker_error(exc: Exception) -> BrokerError:
     storage failures, OS errors and damaged data as 503s with what happened;
     anything else as a 500 ``internal_error`` (a bug: the caller logs it)."""
     # Imported here: errors.py is imported by everything and imports nothing of ours at load.
-    from broker.message import RecordError
-    from broker.store import CorruptStore
-    from dledger import StorageFailure
+    from raftmq.broker.message import RecordError
+    from raftmq.broker.store import CorruptStore
+    from raftmq.dledger import StorageFailure
 
     if isinstance(exc, BrokerError):
         return exc

@@ -1,4 +1,4 @@
-"""One broker node as a process: ``python -m broker --config node.toml`` (what
+"""One broker node as a process: ``python -m raftmq.broker --config node.toml`` (what
 ``raftmq broker`` runs). Serves the HTTP API and the Raft peer port until
 SIGTERM or SIGINT, then shuts down cleanly (a checkpoint, files closed).
 """
@@ -16,10 +16,10 @@ from typing import Callable
 
 from aiohttp import web
 
-from broker import config as config_mod
-from broker.config import BrokerConfig, Member
-from broker.http.app import make_app
-from broker.service import Broker
+from raftmq.broker import config as config_mod
+from raftmq.broker.config import BrokerConfig, Member
+from raftmq.broker.http.app import make_app
+from raftmq.broker.service import Broker
 
 log = logging.getLogger(__name__)
 

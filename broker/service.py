@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from broker import commands
-from broker.commands import CommitOffset, CreateTopic, Produce
-from broker.config import BrokerConfig
-from broker.consumer_groups import ConsumerGroups
-from broker.errors import (
+from raftmq.broker import commands
+from raftmq.broker.commands import CommitOffset, CreateTopic, Produce
+from raftmq.broker.config import BrokerConfig
+from raftmq.broker.consumer_groups import ConsumerGroups
+from raftmq.broker.errors import (
     BadRequest,
     InvalidArgument,
     MessageNotFound,
@@ -45,7 +45,7 @@ from broker.errors import (
     StorageFailed,
     Unavailable,
 )
-from broker.message import (
+from raftmq.broker.message import (
     MAGIC,
     Message,
     RecordError,
@@ -58,10 +58,10 @@ from broker.message import (
     sharding_queue,
     tag_hash,
 )
-from broker.statemachine import BrokerState, expand
-from broker.store import CorruptStore
-from broker.store.consume_queue import ConsumeQueue, CqRead
-from dledger import (
+from raftmq.broker.statemachine import BrokerState, expand
+from raftmq.broker.store import CorruptStore
+from raftmq.broker.store.consume_queue import ConsumeQueue, CqRead
+from raftmq.dledger import (
     DLedger,
     DLedgerError,
     LeadershipLost,

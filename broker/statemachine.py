@@ -63,14 +63,14 @@ from typing import Any, Callable, Iterable, Protocol
 
 import msgpack
 
-from broker import commands
-from broker.commands import CommitOffset, CreateTopic, Noop, Produce, UpdateTopic
-from broker.message import format_msg_ids, parse_msg_id, record_sizes
-from broker.store import CorruptStore
-from broker.store import checkpoint as checkpoint_file
-from broker.store.consume_queue import ConsumeQueueStore
-from broker.store.index_file import IndexStore
-from dledger import fsync_dir, write_atomically
+from raftmq.broker import commands
+from raftmq.broker.commands import CommitOffset, CreateTopic, Noop, Produce, UpdateTopic
+from raftmq.broker.message import format_msg_ids, parse_msg_id, record_sizes
+from raftmq.broker.store import CorruptStore
+from raftmq.broker.store import checkpoint as checkpoint_file
+from raftmq.broker.store.consume_queue import ConsumeQueueStore
+from raftmq.broker.store.index_file import IndexStore
+from raftmq.dledger import fsync_dir, write_atomically
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
-"""``python -m chaos run ...``: the same command as ``raftmq chaos run``."""
+"""``python -m raftmq.chaos run ...``: the same command as ``raftmq chaos run``."""
 
-from chaos.cli import chaos_group
+from raftmq.chaos.cli import chaos_group
 
 chaos_group(prog_name="raftmq chaos")

@@ -66,7 +66,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Final, Iterable, Mapping
 
-from chaos.history import COMMIT, CONVERGE, CRASH, DELIVER, FAIL, FAULT, OFFSETS, OK, PULL, SEND, History, Op
+from raftmq.chaos.history import COMMIT, CONVERGE, CRASH, DELIVER, FAIL, FAULT, OFFSETS, OK, PULL, SEND, History, Op
 
 Pos = tuple[int, int]  # (queue_id, queue offset)
 Contents = Mapping[str, Mapping[Pos, str]]

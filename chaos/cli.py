@@ -1,4 +1,4 @@
-"""``raftmq chaos run`` (also ``python -m chaos run``): the command-line edge of
+"""``raftmq chaos run`` (also ``python -m raftmq.chaos run``): the command-line edge of
 ``chaos.runner``. Options become one ``RunConfig``; errors become one line
 and an exit status (0 pass, 1 anomalies or faults missing, 2 the run could
 not be carried out, 130 interrupted)."""
@@ -12,9 +12,9 @@ from typing import Any
 
 import click
 
-from chaos.netns import in_private_netns, loopback_up, partitions_possible, run_in_private_netns
-from chaos.schedule import DEFAULT_FAULTS, FAULTS, parse_mix
-from chaos.workload import WorkloadConfig
+from raftmq.chaos.netns import in_private_netns, loopback_up, partitions_possible, run_in_private_netns
+from raftmq.chaos.schedule import DEFAULT_FAULTS, FAULTS, parse_mix
+from raftmq.chaos.workload import WorkloadConfig
 
 
 @click.group("chaos")
@@ -79,11 +79,11 @@ def run_command(**opts: Any) -> None:
     elif mix.get("partition", 0) > 0 and not opts["wipe_majority"]:
         ok, why = partitions_possible()
         if ok:  # the whole run, clients included, goes into a network namespace of its own
-            raise SystemExit(run_in_private_netns([sys.executable, "-m", "chaos", "run", *_argv(ctx, opts)]))
+            raise SystemExit(run_in_private_netns([sys.executable, "-m", "raftmq.chaos", "run", *_argv(ctx, opts)]))
         click.echo(f"chaos: partitions skipped: {why}", err=True)
 
-    from chaos import report
-    from chaos.runner import RunConfig, RunError, run
+    from raftmq.chaos import report
+    from raftmq.chaos.runner import RunConfig, RunError, run
 
     try:
         cfg = RunConfig(
@@ -130,7 +130,7 @@ def run_command(**opts: Any) -> None:
 def restart_bench_command(log_mib: int, flush: str, variants: str, seed: int) -> None:
     """Restart time of a follower holding LOG_MIB of log: clean, with its derived files damaged
     (rebuilt from the log), and with a log entry damaged (repaired from a peer)."""
-    from chaos.restart_bench import VARIANTS, run
+    from raftmq.chaos.restart_bench import VARIANTS, run
 
     chosen = tuple(v.strip() for v in variants.split(",") if v.strip())
     unknown = [v for v in chosen if v not in VARIANTS]

@@ -1,6 +1,6 @@
 """The nemesis: process and data faults on a real local broker group.
 
-``Group`` lays out and runs one ``python -m broker --config node.toml``
+``Group`` lays out and runs one ``python -m raftmq.broker --config node.toml``
 process per node (the layout of ``client/cluster.py``), each on its own
 127.0.0.x address when the run has a private network namespace (else all on
 127.0.0.1), and does to them what a bad day does to machines:
@@ -41,12 +41,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from client.cluster import free_port
-from client.errors import RaftMQError
-from client.http import Transport, TransportConfig
+from raftmq.client.cluster import free_port
+from raftmq.client.errors import RaftMQError
+from raftmq.client.http import Transport, TransportConfig
 
-from chaos import damage
-from chaos.netns import Firewall, cut_pairs
+from raftmq.chaos import damage
+from raftmq.chaos.netns import Firewall, cut_pairs
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +152,7 @@ class Group:
             logf.write(f"---- chaos: start {node.id} (incarnation {node.incarnation + 1}){flags}\n".encode())
             logf.flush()
             node.proc = subprocess.Popen(
-                [*self._pdeathsig, sys.executable, "-m", "broker", "--config", str(node.config_path), *extra],
+                [*self._pdeathsig, sys.executable, "-m", "raftmq.broker", "--config", str(node.config_path), *extra],
                 stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         node.incarnation += 1
         node.paused = False

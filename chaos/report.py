@@ -25,9 +25,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from chaos.checker import ANOMALIES, percentile
-from chaos.history import COMMIT, DELIVER, FAULT, OK, PULL, SEND, History
-from chaos.runner import RunResult
+from raftmq.chaos.checker import ANOMALIES, percentile
+from raftmq.chaos.history import COMMIT, DELIVER, FAULT, OK, PULL, SEND, History
+from raftmq.chaos.runner import RunResult
 
 FAULT_COLORS = {"kill-leader": "#d62728", "kill": "#ff7f0e", "pause-leader": "#9467bd", "pause": "#c5b0d5",
                 "partition": "#1f77b4", "torn-tail": "#8c564b", "wipe": "#e377c2", "wipe-majority": "#000000",

@@ -30,10 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from client.bench import produce
+from raftmq.client.bench import produce
 
-from chaos import damage
-from chaos.nemesis import Group, Node
+from raftmq.chaos import damage
+from raftmq.chaos.nemesis import Group, Node
 
 TOPIC = "restart-bench"
 QUEUES = 8

@@ -35,13 +35,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from chaos import damage
-from chaos.checker import CheckResult, availability, check
-from chaos.history import CONVERGE, CRASH, FAIL, FAULT, OK, SEND, History
-from chaos.nemesis import SEGMENT_BYTES, Group, Node
-from chaos.netns import in_private_netns, partitions_possible
-from chaos.schedule import DEFAULT_FAULTS, LEADER_FAULTS, PlannedFault, pick, plan
-from chaos.workload import QUEUES, TOPIC, Workload, WorkloadConfig, create_topic
+from raftmq.chaos import damage
+from raftmq.chaos.checker import CheckResult, availability, check
+from raftmq.chaos.history import CONVERGE, CRASH, FAIL, FAULT, OK, SEND, History
+from raftmq.chaos.nemesis import SEGMENT_BYTES, Group, Node
+from raftmq.chaos.netns import in_private_netns, partitions_possible
+from raftmq.chaos.schedule import DEFAULT_FAULTS, LEADER_FAULTS, PlannedFault, pick, plan
+from raftmq.chaos.workload import QUEUES, TOPIC, Workload, WorkloadConfig, create_topic
 
 log = logging.getLogger(__name__)
 

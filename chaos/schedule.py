@@ -25,7 +25,7 @@ import random
 from dataclasses import asdict, dataclass
 from typing import Any, Final, Mapping
 
-from chaos.damage import DERIVED
+from raftmq.chaos.damage import DERIVED
 
 FAULTS: Final = ("kill-leader", "kill", "pause-leader", "pause", "partition", "torn-tail", "wipe", "corrupt",
                  "corrupt-derived", "kill-all")

@@ -31,12 +31,12 @@ from dataclasses import dataclass
 from typing import Any, Callable, Final
 from urllib.parse import quote
 
-from client import Admin, Producer, PushConsumer, ReceivedMessage
-from client.consumer import commit_offset
-from client.errors import RaftMQError, Rejected, Timeout
-from client.http import Transport, TransportConfig
+from raftmq.client import Admin, Producer, PushConsumer, ReceivedMessage
+from raftmq.client.consumer import commit_offset
+from raftmq.client.errors import RaftMQError, Rejected, Timeout
+from raftmq.client.http import Transport, TransportConfig
 
-from chaos.history import COMMIT, DELIVER, FAIL, INFO, OFFSETS, OK, PULL, SEND, History, Op
+from raftmq.chaos.history import COMMIT, DELIVER, FAIL, INFO, OFFSETS, OK, PULL, SEND, History, Op
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ Example::
         r = await p.send("orders", b"hello", keys=["o-1"], sharding_key="customer-7")
 """
 
-from client.admin import Admin, SyncAdmin
-from client.consumer import (
+from raftmq.client.admin import Admin, SyncAdmin
+from raftmq.client.consumer import (
     OffsetTracker,
     PullConsumer,
     PullConsumerConfig,
@@ -28,7 +28,7 @@ from client.consumer import (
     SyncPullConsumer,
     allocate_averagely,
 )
-from client.errors import (
+from raftmq.client.errors import (
     BadRequest,
     MessageNotFound,
     MessageTooLarge,
@@ -41,8 +41,8 @@ from client.errors import (
     TopicExists,
     TopicNotFound,
 )
-from client.http import Transport, TransportConfig
-from client.producer import Message, Producer, ProducerConfig, SendResult, SyncProducer
+from raftmq.client.http import Transport, TransportConfig
+from raftmq.client.producer import Message, Producer, ProducerConfig, SendResult, SyncProducer
 
 __all__ = [
     "Admin", "SyncAdmin",

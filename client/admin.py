@@ -10,9 +10,9 @@ import asyncio
 from dataclasses import replace
 from typing import Any, Iterable, cast
 
-from client.consumer import ReceivedMessage, committed_offsets, group_path, topic_path
-from client.errors import RaftMQError
-from client.http import LoopThread, Transport, TransportConfig
+from raftmq.client.consumer import ReceivedMessage, committed_offsets, group_path, topic_path
+from raftmq.client.errors import RaftMQError
+from raftmq.client.http import LoopThread, Transport, TransportConfig
 
 
 class Admin:

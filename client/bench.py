@@ -28,9 +28,9 @@ from urllib.parse import quote, urlsplit
 import aiohttp
 import msgpack
 
-from client import cluster as cluster_mod
-from client.admin import Admin
-from client.errors import TopicExists
+from raftmq.client import cluster as cluster_mod
+from raftmq.client.admin import Admin
+from raftmq.client.errors import TopicExists
 
 MSGPACK = "application/msgpack"
 
@@ -237,7 +237,7 @@ async def produce_per_message(urls: list[str], topic: str, queues: int, outstand
     """One ``Producer.send`` call per message, ``outstanding`` calls in flight:
     what the client's automatic batching (linger, per-queue requests) makes of
     it. Latency is per message, from the call to its acknowledgement."""
-    from client.producer import Producer
+    from raftmq.client.producer import Producer
 
     await ensure_topic(urls, topic, queues)
     body = os.urandom(message_bytes // 2).hex().encode()[:message_bytes]

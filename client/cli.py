@@ -2,7 +2,7 @@
 the code that does the work, and turns failures into one line and an exit code.
 
 ``raftmq broker`` and ``raftmq bench log`` run the broker and the log
-benchmark as programs (``python -m broker``, ``python -m dledger.bench``):
+benchmark as programs (``python -m raftmq.broker``, ``python -m raftmq.dledger.bench``):
 the client knows the servers only as programs and HTTP endpoints.
 ``raftmq cluster`` manages a local group (client/cluster.py); the data
 commands ``produce``, ``consume``, ``topic``, ``group`` and ``message`` talk
@@ -19,8 +19,8 @@ from typing import Any
 
 import click
 
-from client import cluster as cluster_mod
-from client.errors import RaftMQError
+from raftmq.client import cluster as cluster_mod
+from raftmq.client.errors import RaftMQError
 
 PASSTHROUGH = {"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []}
 
@@ -40,7 +40,7 @@ def main() -> None:
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def broker(args: tuple[str, ...]) -> None:
     """Run one broker node: raftmq broker --config node.toml (--help for all options)."""
-    _exec_module("broker", args)
+    _exec_module("raftmq.broker", args)
 
 
 @main.group()
@@ -52,7 +52,7 @@ def bench() -> None:
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def bench_log(args: tuple[str, ...]) -> None:
     """The replicated log alone: a local 3-process group, 1 KiB proposals (--help for options)."""
-    _exec_module("dledger.bench", args)
+    _exec_module("raftmq.dledger.bench", args)
 
 
 def _ints(text: str, name: str) -> list[int]:
@@ -91,8 +91,8 @@ def _bench_targets(servers: tuple[str, ...], flush: str) -> list[tuple[str, list
 def bench_produce(servers: tuple[str, ...], flush: str, batch: str, producers: str, duration: float,
                   message_bytes: int, topic: str, per_message: bool, outstanding: int, as_json: bool) -> None:
     """Produce throughput and latency over the HTTP API (msgpack)."""
-    from client import bench as b
-    from client.loop import run as run_loop
+    from raftmq.client import bench as b
+    from raftmq.client.loop import run as run_loop
 
     batches, clients = _ints(batch, "--batch"), _ints(producers, "--producers")
 
@@ -126,8 +126,8 @@ def bench_produce(servers: tuple[str, ...], flush: str, batch: str, producers: s
 def bench_consume(servers: tuple[str, ...], flush: str, messages: int, queues: int, message_bytes: int,
                   topic: str, as_json: bool) -> None:
     """Fill a topic, then time reading it all back (one reader per queue, 1024 per pull)."""
-    from client import bench as b
-    from client.loop import run as run_loop
+    from raftmq.client import bench as b
+    from raftmq.client.loop import run as run_loop
 
     for label, urls in _bench_targets(servers, flush):
         def run(u: list[str], label: str = label) -> None:
@@ -201,7 +201,7 @@ def cluster_status(base_dir: str, as_json: bool) -> None:
         click.echo(json.dumps(st, indent=2))
         return
     click.echo(f"group {st['group']} (flush={st['flush']})")
-    from client.commands import emit, table
+    from raftmq.client.commands import emit, table
 
     emit(table(["id", "http_url", "pid", "role", "term", "commit_index", "applied_index", "lag"], st["nodes"]))
 
@@ -218,7 +218,7 @@ def cluster_restart_node(node_id: str, base_dir: str, rejoin: bool) -> None:
         _fail(exc)
 
 
-from client.commands import COMMANDS  # noqa: E402  (data commands: produce, consume, topic, group, message)
+from raftmq.client.commands import COMMANDS  # noqa: E402  (data commands: produce, consume, topic, group, message)
 
 for _command in COMMANDS:
     main.add_command(_command)

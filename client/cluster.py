@@ -1,7 +1,7 @@
 """A local broker group on 127.0.0.1: ``raftmq cluster up|down|status|restart-node``.
 
 ``up`` writes one TOML file per node under a base directory, starts each node
-as its own process (``python -m broker --config ...``), waits until a leader
+as its own process (``python -m raftmq.broker --config ...``), waits until a leader
 is elected and prints the nodes' URLs. The group's layout and process ids are
 kept in ``<base>/cluster.json`` so that ``down``, ``status`` and
 ``restart-node`` can find it. A node that dies is not restarted behind the
@@ -108,7 +108,7 @@ def _start(node: NodeSpec, detach: bool, rejoin: bool = False, bootstrap: bool =
     logf = open(node.log_path, "ab")
     try:
         return subprocess.Popen(
-            [sys.executable, "-m", "broker", "--config", node.config_path, *flags],
+            [sys.executable, "-m", "raftmq.broker", "--config", node.config_path, *flags],
             stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=detach,
         )

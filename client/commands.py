@@ -36,13 +36,13 @@ from urllib.parse import urlsplit
 
 import click
 
-from client.admin import Admin
-from client.cluster import DEFAULT_BASE_DIR, STATE_FILE
-from client.consumer import PullConsumer, PullResult, ReceivedMessage
-from client.errors import NoLeader, NotLeader, RaftMQError, Timeout, Unavailable
-from client.http import normalize_url
-from client.loop import run as run_loop
-from client.producer import Producer, SendResult
+from raftmq.client.admin import Admin
+from raftmq.client.cluster import DEFAULT_BASE_DIR, STATE_FILE
+from raftmq.client.consumer import PullConsumer, PullResult, ReceivedMessage
+from raftmq.client.errors import NoLeader, NotLeader, RaftMQError, Timeout, Unavailable
+from raftmq.client.http import normalize_url
+from raftmq.client.loop import run as run_loop
+from raftmq.client.producer import Producer, SendResult
 
 T = TypeVar("T")
 

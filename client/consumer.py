@@ -52,8 +52,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Sequence
 from urllib.parse import quote
 
-from client.errors import OffsetOutOfRange, RaftMQError, Timeout
-from client.http import Transport, TransportConfig, split_options
+from raftmq.client.errors import OffsetOutOfRange, RaftMQError, Timeout
+from raftmq.client.http import Transport, TransportConfig, split_options
 
 log = logging.getLogger(__name__)
 
@@ -845,7 +845,7 @@ class SyncPullConsumer:
     """A blocking ``PullConsumer`` for scripts (its own event loop in a thread)."""
 
     def __init__(self, urls: Iterable[str] | str, group: str, topic: str, **options: Any) -> None:
-        from client.http import LoopThread
+        from raftmq.client.http import LoopThread
 
         self._thread = LoopThread("raftmq-pull-consumer")
 

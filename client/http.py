@@ -47,7 +47,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import msgpack
 
-from client.errors import (
+from raftmq.client.errors import (
     NotLeader,
     OutcomeUnknown,
     RaftMQError,
@@ -57,7 +57,7 @@ from client.errors import (
     Unavailable,
     from_response,
 )
-from client.loop import new_event_loop
+from raftmq.client.loop import new_event_loop
 
 log = logging.getLogger(__name__)
 

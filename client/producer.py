@@ -51,8 +51,8 @@ from urllib.parse import quote
 
 import msgpack
 
-from client.errors import MessageTooLarge, RaftMQError, Rejected, TopicNotFound
-from client.http import LoopThread, Transport, TransportConfig, split_options
+from raftmq.client.errors import MessageTooLarge, RaftMQError, Rejected, TopicNotFound
+from raftmq.client.http import LoopThread, Transport, TransportConfig, split_options
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 The broker uses only what is listed in ``__all__``.
 """
 
-from dledger.errors import (
+from raftmq.dledger.errors import (
     DLedgerError,
     LeadershipLost,
     NodeStopped,
@@ -12,7 +12,7 @@ from dledger.errors import (
     StateAheadOfLog,
     StorageFailure,
 )
-from dledger.store.durable import fsync_dir, write_atomically
+from raftmq.dledger.store.durable import fsync_dir, write_atomically
 
 __all__ = [
     "DLedger",
@@ -33,7 +33,7 @@ __all__ = [
 
 def __getattr__(name: str):  # lazy, so that the pure core imports without the runtime's edges
     if name in ("DLedger", "NodeConfig", "StateMachine"):
-        from dledger import runtime
+        from raftmq.dledger import runtime
 
         return getattr(runtime, name)
     raise AttributeError(name)

@@ -2,7 +2,7 @@
 same payloads as ``dledger.kvnode``, behind the same client protocol, so that
 ``dledger.bench`` drives both engines with the same client.
 
-    python -m dledger.bench_pysyncobj --self 127.0.0.1:7001 \\
+    python -m raftmq.dledger.bench_pysyncobj --self 127.0.0.1:7001 \\
         --partners 127.0.0.1:7002,127.0.0.1:7003 --client-addr 127.0.0.1:8001 --data-dir DIR
 
 The replicated object has one ``@replicated`` method, ``append(data)``, that
@@ -37,7 +37,7 @@ from typing import Any
 
 import msgpack
 
-from dledger.kvnode import FrameReader, encode_frame
+from raftmq.dledger.kvnode import FrameReader, encode_frame
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ class _Connection:
 def main(argv: list[str] | None = None) -> int:
     from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
 
-    p = argparse.ArgumentParser(prog="python -m dledger.bench_pysyncobj")
+    p = argparse.ArgumentParser(prog="python -m raftmq.dledger.bench_pysyncobj")
     p.add_argument("--self", dest="self_addr", required=True, help="this node's Raft address host:port")
     p.add_argument("--partners", required=True, help="the other nodes' Raft addresses, comma-separated")
     p.add_argument("--client-addr", required=True)

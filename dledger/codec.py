@@ -78,7 +78,7 @@ from typing import Any, Callable, Final, Iterator
 
 import msgpack
 
-from dledger.core.messages import (
+from raftmq.dledger.core.messages import (
     AppendEntries,
     AppendEntriesReply,
     Entry,
@@ -95,7 +95,7 @@ from dledger.core.messages import (
     SnapshotMeta,
     TimeoutNow,
 )
-from dledger.errors import CodecError
+from raftmq.dledger.errors import CodecError
 
 FRAME_HEADER: Final = struct.Struct(">I")
 FRAME_HEADER_BYTES: Final = FRAME_HEADER.size  # 4

@@ -28,14 +28,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol
 
-from dledger.core.messages import EntryKind, FetchEntry, FetchEntryReply, Message, NodeId, Snapshot, SnapshotMeta
-from dledger.core.raft import CoreConfig, RaftCore, Role
-from dledger.errors import CorruptLog, LeadershipLost, NodeStopped, NotLeader, ProposalDropped, StateAheadOfLog, StorageFailure
-from dledger.store.file_store import FileHardStateStore, FileLogStore, StoreConfig
-from dledger.store.durable import write_atomically
-from dledger.store.identity import DataDirIdentity, fmt_id
-from dledger.store.entry_format import HEADER_BYTES as ENTRY_HEADER_BYTES
-from dledger.transport import PeerTransport, TransportConfig
+from raftmq.dledger.core.messages import EntryKind, FetchEntry, FetchEntryReply, Message, NodeId, Snapshot, SnapshotMeta
+from raftmq.dledger.core.raft import CoreConfig, RaftCore, Role
+from raftmq.dledger.errors import CorruptLog, LeadershipLost, NodeStopped, NotLeader, ProposalDropped, StateAheadOfLog, StorageFailure
+from raftmq.dledger.store.file_store import FileHardStateStore, FileLogStore, StoreConfig
+from raftmq.dledger.store.durable import write_atomically
+from raftmq.dledger.store.identity import DataDirIdentity, fmt_id
+from raftmq.dledger.store.entry_format import HEADER_BYTES as ENTRY_HEADER_BYTES
+from raftmq.dledger.transport import PeerTransport, TransportConfig
 
 log = logging.getLogger(__name__)
 

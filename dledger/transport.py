@@ -56,10 +56,10 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Final, cast
 
-from dledger import codec
-from dledger.core.messages import Message
-from dledger.errors import CodecError, StorageFailure
-from dledger.store.identity import DataDirIdentity
+from raftmq.dledger import codec
+from raftmq.dledger.core.messages import Message
+from raftmq.dledger.errors import CodecError, StorageFailure
+from raftmq.dledger.store.identity import DataDirIdentity
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""HTTP API v1 (see ARCHITECTURE.md, "The HTTP API"): requests in, calls on the
+"""HTTP API v1 (see ../shared/design/ARCHITECTURE.md, "The HTTP API"): requests in, calls on the
 ``Broker``, results out. JSON by default; msgpack when the request's
 ``Content-Type`` or ``Accept`` is ``application/msgpack``. Errors are
 ``{"error": code, "message": text}``; ``BrokerError`` subclasses carry their
@@ -20,7 +20,7 @@ from typing import Any, Awaitable, Callable
 import msgpack
 from aiohttp import web
 
-from broker.errors import (
+from raftmq.broker.errors import (
     BrokerError,
     InvalidArgument,
     MalformedBody,
@@ -29,8 +29,8 @@ from broker.errors import (
     UnsupportedMediaType,
     as_broker_error,
 )
-from broker.http.openapi import openapi_document
-from broker.service import Broker, OutMessage
+from raftmq.broker.http.openapi import openapi_document
+from raftmq.broker.service import Broker, OutMessage
 
 log = logging.getLogger(__name__)
 

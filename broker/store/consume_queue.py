@@ -72,8 +72,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
-from broker.store import CorruptStore
-from dledger import fsync_dir, write_atomically
+from raftmq.broker.store import CorruptStore
+from raftmq.dledger import fsync_dir, write_atomically
 
 log = logging.getLogger(__name__)
 

@@ -75,8 +75,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
-from broker.store import CorruptStore
-from dledger import fsync_dir
+from raftmq.broker.store import CorruptStore
+from raftmq.dledger import fsync_dir
 
 log = logging.getLogger(__name__)
 

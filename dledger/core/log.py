@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from dledger.core.messages import Entry, Snapshot
-from dledger.errors import EntryDamaged
-from dledger.store.base import LogStorage
+from raftmq.dledger.core.messages import Entry, Snapshot
+from raftmq.dledger.errors import EntryDamaged
+from raftmq.dledger.store.base import LogStorage
 
 
 class RaftLog:

@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from typing import NewType, Union
 
 NodeId = NewType("NodeId", str)
-Term = NewType("Term", int)
-LogIndex = NewType("LogIndex", int)
 
 
 class EntryKind(enum.IntEnum):

@@ -38,9 +38,9 @@ import random
 from dataclasses import dataclass, field
 from typing import Callable
 
-from dledger.core import quorum
-from dledger.core.log import RaftLog
-from dledger.core.messages import (
+from raftmq.dledger.core import quorum
+from raftmq.dledger.core.log import RaftLog
+from raftmq.dledger.core.messages import (
     AppendEntries,
     AppendEntriesReply,
     Entry,
@@ -55,9 +55,9 @@ from dledger.core.messages import (
     Snapshot,
     TimeoutNow,
 )
-from dledger.core.progress import Progress, ProgressState
-from dledger.errors import NotLeader
-from dledger.store.base import LogStorage
+from raftmq.dledger.core.progress import Progress, ProgressState
+from raftmq.dledger.errors import NotLeader
+from raftmq.dledger.store.base import LogStorage
 
 log = logging.getLogger(__name__)
 

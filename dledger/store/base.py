@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Protocol, Sequence
 
-from dledger.core.messages import Entry, HardState, SnapshotMeta
+from raftmq.dledger.core.messages import Entry, HardState, SnapshotMeta
 
 
 class LogStorage(Protocol):

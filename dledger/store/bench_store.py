@@ -15,8 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from dledger.core.messages import Entry
-from dledger.store.file_store import FileLogStore, StoreConfig
+from raftmq.dledger.core.messages import Entry
+from raftmq.dledger.store.file_store import FileLogStore, StoreConfig
 
 
 def _append(path: Path, config: StoreConfig, n: int, batch: int, size: int) -> tuple[float, FileLogStore]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from dledger.errors import StorageFailure
+from raftmq.dledger.errors import StorageFailure
 
 TMP_SUFFIX = ".tmp"
 

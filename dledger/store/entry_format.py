@@ -48,7 +48,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Final, Sequence
 
-from dledger.core.messages import Entry, EntryKind
+from raftmq.dledger.core.messages import Entry, EntryKind
 
 HEADER: Final = struct.Struct(">IIQQB3xI")
 HEADER_BYTES: Final = HEADER.size  # 32

@@ -43,11 +43,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Final, Sequence
 
-from dledger.core.messages import Entry, EntryKind, SnapshotMeta
-from dledger.errors import CorruptLog, EntryDamaged, StorageFailure
-from dledger.store import log_start
-from dledger.store.durable import make_dirs
-from dledger.store.entry_format import (
+from raftmq.dledger.core.messages import Entry, EntryKind, SnapshotMeta
+from raftmq.dledger.errors import CorruptLog, EntryDamaged, StorageFailure
+from raftmq.dledger.store import log_start
+from raftmq.dledger.store.durable import make_dirs
+from raftmq.dledger.store.entry_format import (
     CHECK_AT,
     ENTRY_MAGIC,
     NO_CHECK,
@@ -58,13 +58,13 @@ from dledger.store.entry_format import (
     header_problem,
     segment_start,
 )
-from dledger.store.file_names import parse_file_name
-from dledger.store.hard_state import FileHardStateStore
-from dledger.store.index_file import RECORD, RECORD_BYTES, IndexFiles, IndexRecord, encode_records
-from dledger.store.log_start import LogStart
-from dledger.store.recovery import recover
-from dledger.store.segment import SegmentFiles
-from dledger.store.tail_cache import TailCache
+from raftmq.dledger.store.file_names import parse_file_name
+from raftmq.dledger.store.hard_state import FileHardStateStore
+from raftmq.dledger.store.index_file import RECORD, RECORD_BYTES, IndexFiles, IndexRecord, encode_records
+from raftmq.dledger.store.log_start import LogStart
+from raftmq.dledger.store.recovery import recover
+from raftmq.dledger.store.segment import SegmentFiles
+from raftmq.dledger.store.tail_cache import TailCache
 
 __all__ = ["FileHardStateStore", "FileLogStore", "StoreConfig"]
 

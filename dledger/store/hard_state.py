@@ -26,9 +26,9 @@ import zlib
 from pathlib import Path
 from typing import Final
 
-from dledger.core.messages import HardState, NodeId
-from dledger.errors import CorruptLog, StorageFailure
-from dledger.store.durable import make_dirs, write_atomically
+from raftmq.dledger.core.messages import HardState, NodeId
+from raftmq.dledger.errors import CorruptLog, StorageFailure
+from raftmq.dledger.store.durable import make_dirs, write_atomically
 
 HEAD: Final = struct.Struct(">IHBxQH")
 CRC: Final = struct.Struct(">I")

@@ -73,7 +73,7 @@ import zlib
 from pathlib import Path
 from typing import Final
 
-from dledger.store.durable import make_dirs, write_atomically
+from raftmq.dledger.store.durable import make_dirs, write_atomically
 
 log = logging.getLogger(__name__)
 

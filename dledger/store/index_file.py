@@ -31,11 +31,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Sequence
 
-from dledger.core.messages import Entry
-from dledger.errors import StorageFailure
-from dledger.store.durable import open_dir
-from dledger.store.entry_format import HEADER_BYTES
-from dledger.store.file_names import file_name, parse_file_name
+from raftmq.dledger.core.messages import Entry
+from raftmq.dledger.errors import StorageFailure
+from raftmq.dledger.store.durable import open_dir
+from raftmq.dledger.store.entry_format import HEADER_BYTES
+from raftmq.dledger.store.file_names import file_name, parse_file_name
 
 log = logging.getLogger(__name__)
 

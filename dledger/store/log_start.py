@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from dledger.errors import CorruptLog, StorageFailure
-from dledger.store.durable import write_atomically
+from raftmq.dledger.errors import CorruptLog, StorageFailure
+from raftmq.dledger.store.durable import write_atomically
 
 LAYOUT: Final = struct.Struct(">IHHQQQQ")
 CRC: Final = struct.Struct(">I")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from dledger.core.messages import Entry, HardState, SnapshotMeta
+from raftmq.dledger.core.messages import Entry, HardState, SnapshotMeta
 
 ENTRY_HEADER_BYTES = 32  # keep positions comparable with the file store's framing
 

@@ -47,7 +47,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Final
 
-from dledger.store.entry_format import (
+from raftmq.dledger.store.entry_format import (
     BLANK,
     BLANK_BYTES,
     BLANK_MAGIC,
@@ -59,9 +59,9 @@ from dledger.store.entry_format import (
     header_problem,
     segment_start,
 )
-from dledger.store.index_file import RECORD, RECORD_BYTES, IndexFiles, IndexRecord
-from dledger.store.log_start import LogStart
-from dledger.store.segment import SegmentFiles
+from raftmq.dledger.store.index_file import RECORD, RECORD_BYTES, IndexFiles, IndexRecord
+from raftmq.dledger.store.log_start import LogStart
+from raftmq.dledger.store.segment import SegmentFiles
 
 log = logging.getLogger(__name__)
 

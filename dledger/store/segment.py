@@ -20,10 +20,10 @@ from bisect import bisect_left, bisect_right
 from pathlib import Path
 from typing import Final
 
-from dledger.errors import StorageFailure
-from dledger.store.durable import open_dir
-from dledger.store.entry_format import segment_start
-from dledger.store.file_names import file_name, parse_file_name
+from raftmq.dledger.errors import StorageFailure
+from raftmq.dledger.store.durable import open_dir
+from raftmq.dledger.store.entry_format import segment_start
+from raftmq.dledger.store.file_names import file_name, parse_file_name
 
 MAX_OPEN_SEGMENTS: Final = 64  # descriptors kept open; more are closed oldest-opened first
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 from bisect import bisect_right
 from typing import Sequence
 
-from dledger.core.messages import Entry
-from dledger.store.entry_format import HEADER_BYTES
+from raftmq.dledger.core.messages import Entry
+from raftmq.dledger.store.entry_format import HEADER_BYTES
 
 
 class TailCache:

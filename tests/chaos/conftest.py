@@ -36,7 +36,7 @@ class ChaosRun:
 def chaos_run(tmp_path: Path) -> Callable[..., ChaosRun]:
     def run(*args: str, timeout_s: float) -> ChaosRun:
         out_dir = tmp_path / "out"
-        proc = subprocess.Popen([sys.executable, "-m", "chaos", "run", "--quiet", "--out", str(out_dir),
+        proc = subprocess.Popen([sys.executable, "-m", "raftmq.chaos", "run", "--quiet", "--out", str(out_dir),
                                  "--base-dir", str(tmp_path / "data"), *args],
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
                                 start_new_session=True)

@@ -8,7 +8,7 @@ from typing import Callable
 
 import pytest
 
-from chaos.netns import partitions_possible
+from raftmq.chaos.netns import partitions_possible
 
 pytestmark = pytest.mark.integration
 

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from chaos.nemesis import Group
-from chaos.workload import QUEUES, TOPIC, create_topic
-from client import Producer
-from client.http import Transport, TransportConfig
+from raftmq.chaos.nemesis import Group
+from raftmq.chaos.workload import QUEUES, TOPIC, create_topic
+from raftmq.client import Producer
+from raftmq.client.http import Transport, TransportConfig
 
 pytestmark = pytest.mark.integration
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from dledger.bench import free_ports
+from raftmq.dledger.bench import free_ports
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -106,7 +106,7 @@ class BrokerGroup:
                 continue
             logf = open(node.log_path, "ab")
             env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-            node.proc = subprocess.Popen([sys.executable, "-m", "broker", "--config", str(node.config_path)],
+            node.proc = subprocess.Popen([sys.executable, "-m", "raftmq.broker", "--config", str(node.config_path)],
                                          stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
             logf.close()
 

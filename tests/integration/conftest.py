@@ -18,8 +18,8 @@ from typing import Any, Awaitable, Callable, Iterator, TypeVar
 
 import pytest
 
-from dledger.bench import free_ports
-from dledger.kvnode import KvClient
+from raftmq.dledger.bench import free_ports
+from raftmq.dledger.kvnode import KvClient
 
 T = TypeVar("T")
 
@@ -49,7 +49,7 @@ class NodeGroup:
     def start(self, nid: str) -> None:
         assert nid not in self.procs or self.procs[nid].poll() is not None, f"{nid} is already running"
         self.base_dir.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "dledger.kvnode", "--id", nid, "--group", self.group_name,
+        cmd = [sys.executable, "-m", "raftmq.dledger.kvnode", "--id", nid, "--group", self.group_name,
                "--peers", ",".join(f"{p}={a}" for p, a in self.raft_addr.items()),
                "--client-addr", self.client_addr[nid], "--data-dir", str(self.base_dir / nid),
                "--flush", self.flush, "--segment-bytes", str(self.segment_bytes),

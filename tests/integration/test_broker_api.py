@@ -334,7 +334,7 @@ def test_follower_serves_committed_reads(group: BrokerGroup, leader_url: str) ->
 
 # -- documentation ------------------------------------------------------------
 def test_openapi_documents_every_route(leader_url: str) -> None:
-    from broker.http.app import ROUTES
+    from raftmq.broker.http.app import ROUTES
 
     status, _, doc = http("GET", leader_url + "/v1/openapi.json")
     assert status == 200 and doc["openapi"].startswith("3.")

@@ -16,12 +16,12 @@ from typing import Iterator
 
 import pytest
 
-from client.cluster import free_port
+from raftmq.client.cluster import free_port
 from tests.integration.broker_group import BrokerGroup, running_group
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 REPO = Path(__file__).resolve().parents[2]
-CLI = [sys.executable, "-m", "client.cli"]
+CLI = [sys.executable, "-m", "raftmq.client.cli"]
 ENV = {**os.environ, "PYTHONPATH": str(REPO), "RAFTMQ_SERVER": ""}
 
 

@@ -15,7 +15,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 
-from client import Admin, Producer, PullConsumer, PushConsumer, RaftMQError, ReceivedMessage, Rejected
+from raftmq.client import Admin, Producer, PullConsumer, PushConsumer, RaftMQError, ReceivedMessage, Rejected
 from tests.integration.broker_group import BrokerGroup, running_group
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -150,7 +150,7 @@ async def test_a_resent_produce_request_is_answered_with_the_original_results(sh
     and sequence) are not stored again. Sent once to a follower too, which redirects."""
     import msgpack
 
-    from client.http import Transport
+    from raftmq.client.http import Transport
 
     urls = urls_of(shared_group)
     await create_topic(urls, "dedup", 4)

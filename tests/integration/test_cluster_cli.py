@@ -14,7 +14,7 @@ import pytest
 
 pytestmark = pytest.mark.integration
 
-RAFTMQ = [sys.executable, "-m", "client.cli"]
+RAFTMQ = [sys.executable, "-m", "raftmq.client.cli"]
 
 
 def run(*args: str, timeout_s: float = 60) -> subprocess.CompletedProcess[str]:

@@ -24,7 +24,7 @@ def group(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerGroup]:
 
 def raftmq(group: BrokerGroup, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     server = ["--server", group.nodes[0].http_url] if group else []
-    return subprocess.run([sys.executable, "-m", "client.cli", *args, *server], input=stdin, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "raftmq.client.cli", *args, *server], input=stdin, capture_output=True,
                           text=True, timeout=60, cwd=REPO)
 
 
@@ -65,6 +65,6 @@ def test_errors_are_short_and_non_zero(group: BrokerGroup, args: tuple[str, ...]
 
 
 def test_wrong_server_fails_with_one_line() -> None:
-    r = subprocess.run([sys.executable, "-m", "client.cli", "topic", "list", "--server", "http://127.0.0.1:9"],
+    r = subprocess.run([sys.executable, "-m", "raftmq.client.cli", "topic", "list", "--server", "http://127.0.0.1:9"],
                        capture_output=True, text=True, timeout=60, cwd=REPO)
     assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1 and "127.0.0.1:9" in r.stderr

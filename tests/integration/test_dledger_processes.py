@@ -19,8 +19,8 @@ from typing import Any
 import msgpack
 import pytest
 
-from dledger import codec
-from dledger.kvnode import KvClient
+from raftmq.dledger import codec
+from raftmq.dledger.kvnode import KvClient
 
 NodeGroup = Any  # conftest.NodeGroup, handed out by the node_group fixture
 

@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from broker.message import parse_msg_id
+from raftmq.broker.message import parse_msg_id
 from tests.integration.broker_group import BrokerGroup, http, running_group
 
 pytestmark = pytest.mark.integration

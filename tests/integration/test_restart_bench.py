@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from chaos.restart_bench import VARIANTS, run
+from raftmq.chaos.restart_bench import VARIANTS, run
 
 pytestmark = pytest.mark.integration
 

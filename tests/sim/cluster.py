@@ -36,10 +36,10 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from dledger.core.messages import EntryKind, Snapshot, SnapshotMeta
-from dledger.core.raft import CoreConfig, RaftCore, Role
-from dledger.errors import NotLeader
-from dledger.store.memory import ENTRY_HEADER_BYTES, MemoryHardStateStore, MemoryLogStore
+from raftmq.dledger.core.messages import EntryKind, Snapshot, SnapshotMeta
+from raftmq.dledger.core.raft import CoreConfig, RaftCore, Role
+from raftmq.dledger.errors import NotLeader
+from raftmq.dledger.store.memory import ENTRY_HEADER_BYTES, MemoryHardStateStore, MemoryLogStore
 
 from .invariants import Checker, Violation, chain_hash, decode_snapshot_data, encode_snapshot_data
 from .network import SimNetwork

@@ -39,7 +39,7 @@ from __future__ import annotations
 import zlib
 from typing import TYPE_CHECKING, Any
 
-from dledger.core.messages import (
+from raftmq.dledger.core.messages import (
     AppendEntriesReply,
     Entry,
     HardState,
@@ -47,7 +47,7 @@ from dledger.core.messages import (
     RequestVoteReply,
     Snapshot,
 )
-from dledger.core.raft import Role
+from raftmq.dledger.core.raft import Role
 
 if TYPE_CHECKING:
     from .cluster import SimNode

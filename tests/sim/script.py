@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable
 
-from dledger.core.messages import AppendEntries, AppendEntriesReply, RequestVote, RequestVoteReply
-from dledger.core.raft import RaftCore, Role
+from raftmq.dledger.core.messages import AppendEntries, AppendEntriesReply, RequestVote, RequestVoteReply
+from raftmq.dledger.core.raft import RaftCore, Role
 
 from .cluster import Cluster, FaultMix, SimNode
 from .network import SimNetwork

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from dledger.core import quorum
-from dledger.core.messages import AppendEntries, HardState, RequestVote, RequestVoteReply
-from dledger.core.raft import RaftCore
+from raftmq.dledger.core import quorum
+from raftmq.dledger.core.messages import AppendEntries, HardState, RequestVote, RequestVoteReply
+from raftmq.dledger.core.raft import RaftCore
 
 from .cluster import SimFailure, run_seed
 from .invariants import Violation

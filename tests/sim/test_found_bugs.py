@@ -14,8 +14,8 @@ from __future__ import annotations
 
 
 
-from dledger.core.messages import InstallSnapshot
-from dledger.core.raft import Role
+from raftmq.dledger.core.messages import InstallSnapshot
+from raftmq.dledger.core.raft import Role
 
 from .script import AE, ScriptedCluster, VOTE, both, carries, kind, to
 

@@ -16,8 +16,8 @@ from typing import Any, Callable
 
 import pytest
 
-from dledger.core.raft import RaftCore, Role
-from dledger.store.memory import MemoryHardStateStore, MemoryLogStore
+from raftmq.dledger.core.raft import RaftCore, Role
+from raftmq.dledger.store.memory import MemoryHardStateStore, MemoryLogStore
 
 from .invariants import Violation
 from .script import AE, ScriptedCluster, both, to

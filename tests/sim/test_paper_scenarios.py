@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from dledger.core.messages import (
+from raftmq.dledger.core.messages import (
     AppendEntries,
     AppendEntriesReply,
     EntryKind,
@@ -19,8 +19,8 @@ from dledger.core.messages import (
     RequestVoteReply,
     TimeoutNow,
 )
-from dledger.core.raft import Role
-from dledger.errors import NotLeader
+from raftmq.dledger.core.raft import Role
+from raftmq.dledger.errors import NotLeader
 
 from .script import AE, AER, VOTE, ScriptedCluster, both, carries, frm, kind, to
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
-from dledger.core.messages import (
+from raftmq.dledger.core.messages import (
     AppendEntries,
     AppendEntriesReply,
     InstallSnapshot,

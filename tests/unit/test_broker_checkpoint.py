@@ -11,7 +11,7 @@ import zlib
 import msgpack
 import pytest
 
-from broker.store import checkpoint as ck
+from raftmq.broker.store import checkpoint as ck
 
 DOC = {
     "index": 42,

@@ -14,11 +14,11 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from broker.errors import StorageDamaged, StorageFailed, as_broker_error
-from broker.http.app import errors_middleware
-from broker.message import RecordError
-from broker.store import CorruptStore
-from dledger import StorageFailure
+from raftmq.broker.errors import StorageDamaged, StorageFailed, as_broker_error
+from raftmq.broker.http.app import errors_middleware
+from raftmq.broker.message import RecordError
+from raftmq.broker.store import CorruptStore
+from raftmq.dledger import StorageFailure
 
 RAISED: dict[str, BaseException] = {
     "enospc": OSError(errno.ENOSPC, "No space left on device"),

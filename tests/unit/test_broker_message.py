@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from broker.message import (
+from raftmq.broker.message import (
     HEADER_BYTES,
     MAGIC,
     Message,
@@ -271,7 +271,7 @@ def test_format_msg_id_rejects_bad_input(group: str, phys: int) -> None:
 # -- encode_batch: the produce hot path must frame exactly like encode_records --
 from hypothesis import given as _given, strategies as _st  # noqa: E402
 
-from broker.message import encode_batch, encode_records  # noqa: E402
+from raftmq.broker.message import encode_batch, encode_records  # noqa: E402
 
 
 @_given(
@@ -295,7 +295,7 @@ def test_encode_batch_large_bodies_use_wider_bin_headers() -> None:
 
 
 def test_record_view_matches_strict_decoder_and_rejects_damage() -> None:
-    from broker.message import RecordError, decode_record, record_view
+    from raftmq.broker.message import RecordError, decode_record, record_view
 
     m = Message(topic="t", queue_id=2, body=b"\x00body", tags="a", keys=("k1",), properties={"p": "v"},
                 born_ts_ms=5, store_ts_ms=6, producer_id="p", sequence=9)

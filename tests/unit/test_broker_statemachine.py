@@ -11,10 +11,10 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from broker import commands
-from broker.commands import CommitOffset, CreateTopic, Produce
-from broker.message import Message, encode_records, format_msg_id, tag_hash
-from broker.statemachine import BrokerState, expand
+from raftmq.broker import commands
+from raftmq.broker.commands import CommitOffset, CreateTopic, Produce
+from raftmq.broker.message import Message, encode_records, format_msg_id, tag_hash
+from raftmq.broker.statemachine import BrokerState, expand
 
 
 def produce(topic: str, q: int, bodies: list[bytes], pid: str | None = None, seq: int | None = None,

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from chaos.checker import ANOMALIES, availability, check, latency_by_phase, percentile
-from chaos.history import (COMMIT, CONVERGE, CRASH, DELIVER, FAIL, FAULT, INFO, OFFSETS, OK, PULL, SEND, History,
+from raftmq.chaos.checker import ANOMALIES, availability, check, latency_by_phase, percentile
+from raftmq.chaos.history import (COMMIT, CONVERGE, CRASH, DELIVER, FAIL, FAULT, INFO, OFFSETS, OK, PULL, SEND, History,
                            Op)
 
 Contents = dict[str, dict[tuple[int, int], str]]

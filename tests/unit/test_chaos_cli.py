@@ -6,7 +6,7 @@ from __future__ import annotations
 import click
 from click.testing import CliRunner
 
-from chaos.cli import _argv, chaos_group, run_command
+from raftmq.chaos.cli import _argv, chaos_group, run_command
 
 
 def test_an_unknown_fault_is_a_usage_error() -> None:

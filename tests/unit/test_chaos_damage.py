@@ -12,15 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from broker import commands
-from broker.commands import CreateTopic, Produce
-from broker.message import Message, encode_records, tag_hash
-from broker.statemachine import BrokerState
-from broker.store.index_file import IndexStore
-from chaos import damage
-from dledger.core.messages import Entry, EntryKind
-from dledger.store.entry_format import HEADER_BYTES, check_frame
-from dledger.store.file_store import FileLogStore, StoreConfig
+from raftmq.broker import commands
+from raftmq.broker.commands import CreateTopic, Produce
+from raftmq.broker.message import Message, encode_records, tag_hash
+from raftmq.broker.statemachine import BrokerState
+from raftmq.broker.store.index_file import IndexStore
+from raftmq.chaos import damage
+from raftmq.dledger.core.messages import Entry, EntryKind
+from raftmq.dledger.store.entry_format import HEADER_BYTES, check_frame
+from raftmq.dledger.store.file_store import FileLogStore, StoreConfig
 
 SEG = 4096
 ENTRIES = 120

@@ -8,9 +8,9 @@ import tomllib
 from dataclasses import fields
 from pathlib import Path
 
-from broker.config import BrokerConfig, load
-from chaos import nemesis
-from chaos.nemesis import Group
+from raftmq.broker.config import BrokerConfig, load
+from raftmq.chaos import nemesis
+from raftmq.chaos.nemesis import Group
 
 
 def test_a_wiped_node_restarts_with_no_flag_unless_rejoin_wiped(tmp_path: Path) -> None:

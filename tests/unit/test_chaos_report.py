@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from chaos import report
-from chaos.checker import availability, check
-from chaos.history import DELIVER, FAULT, OK, SEND, History, Op
-from chaos.runner import RunConfig, RunResult
-from chaos.schedule import PlannedFault
+from raftmq.chaos import report
+from raftmq.chaos.checker import availability, check
+from raftmq.chaos.history import DELIVER, FAULT, OK, SEND, History, Op
+from raftmq.chaos.runner import RunConfig, RunResult
+from raftmq.chaos.schedule import PlannedFault
 
 
 def result(tmp_path: Path) -> RunResult:

@@ -4,7 +4,7 @@ injected, failing a run that lost nothing)."""
 
 from __future__ import annotations
 
-from chaos.runner import HEALTHY_WAIT_S, SETTLE_S, leader_fault_wait_s
+from raftmq.chaos.runner import HEALTHY_WAIT_S, SETTLE_S, leader_fault_wait_s
 
 
 def test_a_leader_fault_waits_for_the_group_at_most_until_it_would_still_end_in_time() -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from chaos.netns import cut_pairs
-from chaos.damage import DERIVED
-from chaos.schedule import DEFAULT_FAULTS, FAULTS, parse_mix, pick, plan
+from raftmq.chaos.netns import cut_pairs
+from raftmq.chaos.damage import DERIVED
+from raftmq.chaos.schedule import DEFAULT_FAULTS, FAULTS, parse_mix, pick, plan
 
 
 def test_the_same_seed_plans_the_same_schedule_and_another_seed_another() -> None:

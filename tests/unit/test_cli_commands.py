@@ -16,11 +16,11 @@ import click
 import pytest
 from click.testing import CliRunner, Result
 
-from client import commands as cmd
-from client.cli import main
-from client.consumer import PullResult, ReceivedMessage
-from client.errors import TopicNotFound, from_response
-from client.producer import SendResult
+from raftmq.client import commands as cmd
+from raftmq.client.cli import main
+from raftmq.client.consumer import PullResult, ReceivedMessage
+from raftmq.client.errors import TopicNotFound, from_response
+from raftmq.client.producer import SendResult
 
 
 def dead_url() -> str:

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from client.consumer import OffsetTracker, allocate_averagely
+from raftmq.client.consumer import OffsetTracker, allocate_averagely
 
 
 def allocation(queues: list[int], members: list[str]) -> dict[str, list[int]]:

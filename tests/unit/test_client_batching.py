@@ -10,8 +10,8 @@ from typing import Any
 import msgpack
 import pytest
 
-from client.errors import MessageTooLarge, Timeout, TopicNotFound
-from client.producer import Message, Producer, SequenceWindow
+from raftmq.client.errors import MessageTooLarge, Timeout, TopicNotFound
+from raftmq.client.producer import Message, Producer, SequenceWindow
 
 
 class FakeTransport:

@@ -13,7 +13,7 @@ import msgpack
 import pytest
 from aiohttp import web
 
-from client.errors import (
+from raftmq.client.errors import (
     BadRequest,
     MessageTooLarge,
     OffsetOutOfRange,
@@ -24,8 +24,8 @@ from client.errors import (
     TopicNotFound,
     from_response,
 )
-from client.http import Transport, TransportConfig
-from client.producer import Producer
+from raftmq.client.http import Transport, TransportConfig
+from raftmq.client.producer import Producer
 
 MSGPACK = "application/msgpack"
 Answer = tuple[int, Any, dict[str, str]] | Callable[[web.Request], Any]
@@ -285,8 +285,8 @@ def test_rejections_are_not_confused_with_each_other() -> None:
 
 
 def test_sync_producer_and_admin_work_from_plain_code() -> None:
-    from client import SyncAdmin, SyncProducer
-    from client.http import LoopThread
+    from raftmq.client import SyncAdmin, SyncProducer
+    from raftmq.client.http import LoopThread
 
     server_loop = LoopThread("fake-node")  # the fake node needs a loop of its own
     node = ScriptedNode()

@@ -1,5 +1,5 @@
 """The client speaks HTTP only: it may import aiohttp, msgpack, click, uvloop
-(its event loop, where installed), the standard library and itself, never ``broker`` or ``dledger`` (ARCHITECTURE.md)."""
+(its event loop, where installed), the standard library and itself, never ``broker`` or ``dledger`` (../shared/design/ARCHITECTURE.md)."""
 
 from __future__ import annotations
 
@@ -15,10 +15,17 @@ def imported_roots(path: Path) -> set[str]:
     roots = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
-            roots |= {a.name.split(".")[0] for a in node.names}
+            roots |= {_root(a.name) for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            roots.add(node.module.split(".")[0])
+            roots |= {_root(f"{node.module}.{a.name}") if node.module == "raftmq" else _root(node.module)
+                      for a in node.names}
     return roots
+
+
+def _root(module: str) -> str:
+    """The top-level name, our packages without their ``raftmq.`` prefix."""
+    parts = module.split(".")
+    return parts[1] if parts[0] == "raftmq" and len(parts) > 1 else parts[0]
 
 
 # The library modules; the command line (cli.py, cluster.py) starts other programs and is checked on its own.

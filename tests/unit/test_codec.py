@@ -14,8 +14,8 @@ import msgpack
 import pytest
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
-from dledger import codec
-from dledger.core.messages import (
+from raftmq.dledger import codec
+from raftmq.dledger.core.messages import (
     AppendEntries,
     AppendEntriesReply,
     Entry,
@@ -32,7 +32,7 @@ from dledger.core.messages import (
     SnapshotMeta,
     TimeoutNow,
 )
-from dledger.errors import CodecError
+from raftmq.dledger.errors import CodecError
 
 log = logging.getLogger(__name__)
 

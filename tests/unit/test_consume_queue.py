@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from broker.store import CorruptStore
-from broker.store.consume_queue import ENTRY_BYTES, ConsumeQueue, ConsumeQueueStore, DamagedEntry
+from raftmq.broker.store import CorruptStore
+from raftmq.broker.store.consume_queue import ENTRY_BYTES, ConsumeQueue, ConsumeQueueStore, DamagedEntry
 
 EPF = 4  # entries per file: small, to cross file boundaries
 

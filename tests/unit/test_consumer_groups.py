@@ -1,6 +1,6 @@
 """Consumer group membership and queue locks (pure, time passed in)."""
 
-from broker.consumer_groups import ConsumerGroups
+from raftmq.broker.consumer_groups import ConsumerGroups
 
 
 def test_silent_member_leaves_after_session_timeout() -> None:

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import pytest
 
-from dledger.core.messages import Entry, RequestVote
-from dledger.core.raft import Role
-from dledger.errors import EntryDamaged
-from dledger.store.memory import MemoryLogStore
+from raftmq.dledger.core.messages import Entry, RequestVote
+from raftmq.dledger.core.raft import Role
+from raftmq.dledger.errors import EntryDamaged
+from raftmq.dledger.store.memory import MemoryLogStore
 from tests.unit.test_core_lost_tail import IDS, Cluster
 
 
@@ -32,7 +32,7 @@ def cluster_with_damageable_stores() -> Cluster:
     cl = Cluster.__new__(Cluster)
     cl.preferred = None
     cl.stores = {i: DamageableStore() for i in IDS}
-    from dledger.store.memory import MemoryHardStateStore
+    from raftmq.dledger.store.memory import MemoryHardStateStore
 
     cl.hs = {i: MemoryHardStateStore() for i in IDS}
     cl.cores = {i: cl._boot(i) for i in IDS}

@@ -2,9 +2,9 @@
 
 import pytest
 
-from dledger.core.log import RaftLog
-from dledger.core.messages import Entry
-from dledger.store.memory import MemoryLogStore
+from raftmq.dledger.core.log import RaftLog
+from raftmq.dledger.core.messages import Entry
+from raftmq.dledger.store.memory import MemoryLogStore
 
 
 def entries(*terms: int, start: int = 1) -> list[Entry]:

@@ -3,9 +3,9 @@ under async flush) is caught up again once the leader is told it restarted."""
 
 from __future__ import annotations
 
-from dledger.core.messages import EntryKind, HardState, Message
-from dledger.core.raft import CoreConfig, RaftCore, Role
-from dledger.store.memory import MemoryHardStateStore, MemoryLogStore
+from raftmq.dledger.core.messages import EntryKind, HardState, Message
+from raftmq.dledger.core.raft import CoreConfig, RaftCore, Role
+from raftmq.dledger.store.memory import MemoryHardStateStore, MemoryLogStore
 
 IDS = ("n1", "n2", "n3")
 
@@ -99,7 +99,7 @@ def test_a_wiped_node_rejoining_neither_votes_nor_campaigns_until_caught_up() ->
     cfg = CoreConfig(wiped, IDS, seed=9)  # type: ignore[arg-type]
     cl.cores[wiped] = RaftCore(cfg, cl.stores[wiped], cl.hs[wiped].load(), recovering=True)
     w = cl.cores[wiped]
-    from dledger.core.messages import RequestVote
+    from raftmq.dledger.core.messages import RequestVote
 
     other = next(i for i in IDS if i not in (lead.id, wiped))
     w.step(RequestVote(lead.term, other, wiped, 0, 0))  # type: ignore[arg-type]

@@ -2,7 +2,7 @@
 
 from hypothesis import given, strategies as st
 
-from dledger.core.progress import Progress, ProgressState
+from raftmq.dledger.core.progress import Progress, ProgressState
 
 
 def test_stale_success_does_not_move_match_back() -> None:

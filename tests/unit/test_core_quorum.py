@@ -2,7 +2,7 @@
 
 from hypothesis import given, strategies as st
 
-from dledger.core import quorum
+from raftmq.dledger.core import quorum
 
 
 def naive_committed(matches: list[int]) -> int:

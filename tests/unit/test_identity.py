@@ -12,11 +12,11 @@ from typing import Any, AsyncIterator
 
 import pytest
 
-from dledger import DLedger, NodeConfig, codec
-from dledger.bench import free_ports
-from dledger.core.messages import NodeId, RequestVote, RequestVoteReply
-from dledger.store import identity as ident
-from dledger.store.identity import DataDirIdentity, IdentityFileError
+from raftmq.dledger import DLedger, NodeConfig, codec
+from raftmq.dledger.bench import free_ports
+from raftmq.dledger.core.messages import NodeId, RequestVote, RequestVoteReply
+from raftmq.dledger.store import identity as ident
+from raftmq.dledger.store.identity import DataDirIdentity, IdentityFileError
 
 
 class Counter:

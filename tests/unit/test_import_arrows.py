@@ -1,8 +1,9 @@
-"""The package boundaries of ARCHITECTURE.md, checked by parsing imports.
+"""The package boundaries of ../shared/design/ARCHITECTURE.md, checked by parsing imports.
 
 client -> HTTP only; broker -> dledger's public interface; dledger knows
 nothing of messages; the consensus core does no I/O and reads no clock;
-chaos -> client.
+chaos -> client. Every package is imported by its installed name,
+``raftmq.<package>``: a bare ``import dledger`` would load a second copy.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-import dledger
+from raftmq import dledger
 
 ROOT = Path(__file__).resolve().parents[2]
 STDLIB = set(sys.stdlib_module_names)
@@ -29,14 +30,29 @@ EXTRA = {"dledger/bench_pysyncobj.py": {"pysyncobj"}}
 CORE_FORBIDDEN = {"asyncio", "time", "os", "socket", "threading", "datetime", "selectors", "subprocess"}
 
 
-def imports(path: Path) -> list[tuple[str, list[str], int]]:
-    """(module, imported names, line) of every import in ``path``."""
+PACKAGES = {"dledger", "broker", "client", "chaos"}
+
+
+def raw_imports(path: Path) -> list[tuple[str, list[str], int]]:
+    """(module, imported names, line) of every absolute import in ``path``, as written."""
     out = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             out += [(a.name, [], node.lineno) for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             out.append((node.module, [a.name for a in node.names], node.lineno))
+    return out
+
+
+def imports(path: Path) -> list[tuple[str, list[str], int]]:
+    """Like ``raw_imports``, with our packages named without the ``raftmq.``
+    prefix (``from raftmq import dledger`` is ``dledger``)."""
+    out = []
+    for module, names, line in raw_imports(path):
+        if module == "raftmq":
+            out += [(n, [], line) for n in names]
+        else:
+            out.append((module.removeprefix("raftmq."), names, line))
     return out
 
 
@@ -76,3 +92,13 @@ def test_consensus_core_is_pure() -> None:
             if top in CORE_FORBIDDEN or top in {"aiohttp", "broker", "client", "chaos"}:
                 bad.append(f"{path.relative_to(ROOT)}:{line} imports {module}")
     assert not bad, "the core must stay free of I/O, clocks and threads:\n" + "\n".join(bad)
+
+
+@pytest.mark.parametrize("folder", ["dledger", "broker", "client", "chaos", "tests"])
+def test_our_packages_are_imported_by_their_installed_name(folder: str) -> None:
+    bad = []
+    for path in sorted((ROOT / folder).rglob("*.py")):
+        for module, _, line in raw_imports(path):
+            if module.split(".")[0] in PACKAGES:
+                bad.append(f"{path.relative_to(ROOT)}:{line} imports {module} (write raftmq.{module})")
+    assert not bad, "bare package imports load a second copy of the module:\n" + "\n".join(bad)

@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from broker.store import CorruptStore
-from broker.store.index_file import ENTRY_BYTES, HEADER_BYTES, IndexStore, key_hash
+from raftmq.broker.store import CorruptStore
+from raftmq.broker.store.index_file import ENTRY_BYTES, HEADER_BYTES, IndexStore, key_hash
 
 # A classic CRC32 collision: different keys, same 32-bit key hash.
 COLLIDING = ("plumless", "buckeroo")

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from dledger import DLedger, NodeConfig
-from dledger.bench import free_ports
-from dledger.core.messages import NodeId, TimeoutNow
-from dledger.errors import NodeStopped
+from raftmq.dledger import DLedger, NodeConfig
+from raftmq.dledger.bench import free_ports
+from raftmq.dledger.core.messages import NodeId, TimeoutNow
+from raftmq.dledger.errors import NodeStopped
 
 
 class Counter:

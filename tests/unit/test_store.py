@@ -10,12 +10,12 @@ from typing import Iterator
 
 import pytest
 
-from dledger.core.messages import Entry, EntryKind, HardState, NodeId, SnapshotMeta
-from dledger.errors import CorruptLog, EntryDamaged, StorageFailure
-from dledger.store.entry_format import BLANK_BYTES, HEADER_BYTES, place
-from dledger.store.file_store import FileHardStateStore, FileLogStore, StoreConfig
-from dledger.store.index_file import RECORD_BYTES
-from dledger.store.memory import MemoryLogStore
+from raftmq.dledger.core.messages import Entry, EntryKind, HardState, NodeId, SnapshotMeta
+from raftmq.dledger.errors import CorruptLog, EntryDamaged, StorageFailure
+from raftmq.dledger.store.entry_format import BLANK_BYTES, HEADER_BYTES, place
+from raftmq.dledger.store.file_store import FileHardStateStore, FileLogStore, StoreConfig
+from raftmq.dledger.store.index_file import RECORD_BYTES
+from raftmq.dledger.store.memory import MemoryLogStore
 
 SEG = 4096
 
@@ -295,7 +295,7 @@ def test_interrupted_reset_is_finished_on_open(tmp_path: Path, monkeypatch: pyte
     store = open_store(tmp_path)
     store.append(batch(1, 30))
     calls = []
-    from dledger.store import log_start as log_start_mod
+    from raftmq.dledger.store import log_start as log_start_mod
 
     real_save = log_start_mod.save
 
@@ -307,7 +307,7 @@ def test_interrupted_reset_is_finished_on_open(tmp_path: Path, monkeypatch: pyte
         raise StorageFailure("simulated crash")  # ...and the process dies before clearing it
 
     monkeypatch.setattr(log_start_mod, "save", crash_after_first_checkpoint)
-    monkeypatch.setattr("dledger.store.segment.SegmentFiles.delete_all", lambda self: None)  # no file deleted yet
+    monkeypatch.setattr("raftmq.dledger.store.segment.SegmentFiles.delete_all", lambda self: None)  # no file deleted yet
     with pytest.raises(StorageFailure):
         store.reset(SnapshotMeta(50, 3, 9000))
     store.close()
@@ -771,7 +771,7 @@ def test_hard_state_ignores_a_torn_temp_file_and_rejects_a_damaged_file(tmp_path
 
 
 def test_open_descriptors_stay_bounded_on_a_long_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("dledger.store.segment.MAX_OPEN_SEGMENTS", 4)
+    monkeypatch.setattr("raftmq.dledger.store.segment.MAX_OPEN_SEGMENTS", 4)
     store = open_store(tmp_path, segment_bytes=1024, cache_bytes=0)
     entries = [entry(i, size=900) for i in range(1, 41)]  # one segment each
     for e in entries:

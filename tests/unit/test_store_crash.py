@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from dledger.core.messages import Entry
-from dledger.store.file_store import FileLogStore, StoreConfig
+from raftmq.dledger.core.messages import Entry
+from raftmq.dledger.store.file_store import FileLogStore, StoreConfig
 
 SEG = 2048
 PAGE = 256  # loss granularity of the simulated disk (small, to hit headers and bodies alike)

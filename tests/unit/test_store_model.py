@@ -12,9 +12,9 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from dledger.core.messages import Entry, EntryKind, SnapshotMeta
-from dledger.store.file_store import FileLogStore, StoreConfig
-from dledger.store.memory import MemoryLogStore
+from raftmq.dledger.core.messages import Entry, EntryKind, SnapshotMeta
+from raftmq.dledger.store.file_store import FileLogStore, StoreConfig
+from raftmq.dledger.store.memory import MemoryLogStore
 
 
 class _LogModel(RuleBasedStateMachine):

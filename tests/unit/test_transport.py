@@ -18,12 +18,12 @@ from typing import Any, AsyncIterator, Callable
 
 import pytest
 
-from dledger import codec
-from dledger.bench import free_ports
-from dledger.core.messages import AppendEntries, Entry, Message, NodeId, RequestVote, TimeoutNow
-from dledger.errors import StorageFailure
-from dledger.store.identity import DataDirIdentity
-from dledger.transport import Backoff, PeerTransport, TransportConfig
+from raftmq.dledger import codec
+from raftmq.dledger.bench import free_ports
+from raftmq.dledger.core.messages import AppendEntries, Entry, Message, NodeId, RequestVote, TimeoutNow
+from raftmq.dledger.errors import StorageFailure
+from raftmq.dledger.store.identity import DataDirIdentity
+from raftmq.dledger.transport import Backoff, PeerTransport, TransportConfig
 
 log = logging.getLogger(__name__)
 
@@ -266,7 +266,7 @@ HELLO_N1 = codec.frame(codec.encode_hello("n1", CLUSTER))
 ])
 async def test_hostile_input_closes_that_connection_and_the_node_keeps_serving(
         net: Net, garbage: bytes, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="dledger.transport")
+    caplog.set_level(logging.WARNING, logger="raftmq.dledger.transport")
     await net.start("n2", TransportConfig(hello_timeout_ms=200))
     await net.start("n3")
     await deliver(net, "n3", "n2", 1)  # a healthy connection that must survive
