@@ -15,7 +15,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 
-from raftmq.client import Admin, Producer, PullConsumer, PushConsumer, RaftMQError, ReceivedMessage, Rejected
+from raftmq.client import Admin, Producer, PullConsumer, PushConsumer, RaftMQError, ReceivedMessage
 from tests.integration.broker_group import BrokerGroup, running_group
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -79,13 +79,8 @@ async def read_everything(urls: list[str], topic: str) -> list[ReceivedMessage]:
 
 
 async def start_push(consumers: list[PushConsumer], c: PushConsumer) -> PushConsumer:
-    """Start a clustering consumer, skipping the test if the broker has no heartbeat endpoint yet."""
-    try:
-        await c.start()
-    except Rejected as exc:
-        if exc.status == 404 and exc.code == "not_found":
-            pytest.skip("the broker has no consumer heartbeat endpoint yet (POST /v1/groups/{g}/heartbeat is 404)")
-        raise
+    """Start a clustering consumer (the broker's heartbeat endpoint must answer)."""
+    await c.start()
     consumers.append(c)
     return c
 

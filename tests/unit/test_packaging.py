@@ -5,6 +5,8 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
+import pytest
+
 import raftmq
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,9 +31,5 @@ def test_the_client_api_is_importable_from_raftmq() -> None:
 
 
 def test_an_unknown_name_is_an_attribute_error() -> None:
-    try:
+    with pytest.raises(AttributeError, match="NoSuchThing"):
         raftmq.NoSuchThing  # noqa: B018
-    except AttributeError as exc:
-        assert "NoSuchThing" in str(exc)
-    else:
-        raise AssertionError("raftmq.NoSuchThing did not raise")
