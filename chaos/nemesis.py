@@ -1,7 +1,7 @@
 """The nemesis: process and data faults on a real local broker group.
 
 ``Group`` lays out and runs one ``python -m raftmq.broker --config node.toml``
-process per node (the layout of ``client/cluster.py``), each on its own
+process per node (the layout of ``client/local/cluster.py``), each on its own
 127.0.0.x address when the run has a private network namespace (else all on
 127.0.0.1), and does to them what a bad day does to machines:
 
@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from raftmq.client.cluster import free_port
+from raftmq.client.local.cluster import free_port
 from raftmq.client.errors import RaftMQError
 from raftmq.client.http import Transport, TransportConfig
 

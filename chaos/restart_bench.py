@@ -1,7 +1,7 @@
 """``raftmq chaos restart-bench``: how long a node takes to come back.
 
 Fills a real local 3-node group with ``--log-mib`` of log through the raw
-load generator of ``client.bench`` (1 KiB messages, 128 per request, each
+load generator of ``client.local.bench`` (1 KiB messages, 128 per request, each
 with a key so that the IndexFile is exercised), waits until every node has
 applied everything, then SIGKILLs one follower and restarts it, three ways:
 
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from raftmq.client.bench import produce
+from raftmq.client.local.bench import produce
 
 from raftmq.chaos import damage
 from raftmq.chaos.nemesis import Group, Node

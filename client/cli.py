@@ -2,9 +2,9 @@
 the code that does the work, and turns failures into one line and an exit code.
 
 ``raftmq broker`` and ``raftmq bench log`` run the broker and the log
-benchmark as programs (``python -m raftmq.broker``, ``python -m raftmq.dledger.bench``):
+benchmark as programs (``python -m raftmq.broker``, ``python -m raftmq.dledger.tools.bench``):
 the client knows the servers only as programs and HTTP endpoints.
-``raftmq cluster`` manages a local group (client/cluster.py); the data
+``raftmq cluster`` manages a local group (client/local/cluster.py); the data
 commands ``produce``, ``consume``, ``topic``, ``group`` and ``message`` talk
 to a group through the Python client (client/commands.py).
 """
@@ -19,7 +19,7 @@ from typing import Any
 
 import click
 
-from raftmq.client import cluster as cluster_mod
+from raftmq.client.local import cluster as cluster_mod
 from raftmq.client.errors import RaftMQError
 
 PASSTHROUGH = {"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []}
@@ -52,7 +52,7 @@ def bench() -> None:
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def bench_log(args: tuple[str, ...]) -> None:
     """The replicated log alone: a local 3-process group, 1 KiB proposals (--help for options)."""
-    _exec_module("raftmq.dledger.bench", args)
+    _exec_module("raftmq.dledger.tools.bench", args)
 
 
 def _ints(text: str, name: str) -> list[int]:
@@ -91,7 +91,7 @@ def _bench_targets(servers: tuple[str, ...], flush: str) -> list[tuple[str, list
 def bench_produce(servers: tuple[str, ...], flush: str, batch: str, producers: str, duration: float,
                   message_bytes: int, topic: str, per_message: bool, outstanding: int, as_json: bool) -> None:
     """Produce throughput and latency over the HTTP API (msgpack)."""
-    from raftmq.client import bench as b
+    from raftmq.client.local import bench as b
     from raftmq.client.loop import run as run_loop
 
     batches, clients = _ints(batch, "--batch"), _ints(producers, "--producers")
@@ -126,7 +126,7 @@ def bench_produce(servers: tuple[str, ...], flush: str, batch: str, producers: s
 def bench_consume(servers: tuple[str, ...], flush: str, messages: int, queues: int, message_bytes: int,
                   topic: str, as_json: bool) -> None:
     """Fill a topic, then time reading it all back (one reader per queue, 1024 per pull)."""
-    from raftmq.client import bench as b
+    from raftmq.client.local import bench as b
     from raftmq.client.loop import run as run_loop
 
     for label, urls in _bench_targets(servers, flush):

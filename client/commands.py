@@ -37,7 +37,7 @@ from urllib.parse import urlsplit
 import click
 
 from raftmq.client.admin import Admin
-from raftmq.client.cluster import DEFAULT_BASE_DIR, STATE_FILE
+from raftmq.client.local.cluster import DEFAULT_BASE_DIR, STATE_FILE
 from raftmq.client.consumer import PullConsumer, PullResult, ReceivedMessage
 from raftmq.client.errors import NoLeader, NotLeader, RaftMQError, Timeout, Unavailable
 from raftmq.client.http import normalize_url

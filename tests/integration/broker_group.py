@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from raftmq.dledger.bench import free_ports
+from tests.ports import free_ports
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -1,6 +1,6 @@
 """Real dledger node processes on 127.0.0.1 for the integration tests.
 
-``node_group`` makes ``NodeGroup``s: three ``python -m dledger.kvnode``
+``node_group`` makes ``NodeGroup``s: three ``python -m dledger.tools.kvnode``
 processes with allocated ports and data under the test's ``tmp_path``. The
 fixture kills every process it started when the test ends, whether it passed
 or failed, and prints the tail of each node's log (shown by pytest on failure).
@@ -18,8 +18,8 @@ from typing import Any, Awaitable, Callable, Iterator, TypeVar
 
 import pytest
 
-from raftmq.dledger.bench import free_ports
-from raftmq.dledger.kvnode import KvClient
+from tests.ports import free_ports
+from raftmq.dledger.tools.kvnode import KvClient
 
 T = TypeVar("T")
 
@@ -49,7 +49,7 @@ class NodeGroup:
     def start(self, nid: str) -> None:
         assert nid not in self.procs or self.procs[nid].poll() is not None, f"{nid} is already running"
         self.base_dir.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "raftmq.dledger.kvnode", "--id", nid, "--group", self.group_name,
+        cmd = [sys.executable, "-m", "raftmq.dledger.tools.kvnode", "--id", nid, "--group", self.group_name,
                "--peers", ",".join(f"{p}={a}" for p, a in self.raft_addr.items()),
                "--client-addr", self.client_addr[nid], "--data-dir", str(self.base_dir / nid),
                "--flush", self.flush, "--segment-bytes", str(self.segment_bytes),

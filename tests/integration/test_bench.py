@@ -11,7 +11,7 @@ from typing import Iterator
 import msgpack
 import pytest
 
-from raftmq.client import bench
+from raftmq.client.local import bench
 from tests.integration.broker_group import BrokerGroup, http, running_group
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]

@@ -16,7 +16,7 @@ from typing import Iterator
 
 import pytest
 
-from raftmq.client.cluster import free_port
+from tests.ports import free_port
 from tests.integration.broker_group import BrokerGroup, running_group
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]

@@ -1,4 +1,4 @@
-"""Failover of a real three-process dledger group (``dledger.kvnode``) on loopback.
+"""Failover of a real three-process dledger group (``dledger.tools.kvnode``) on loopback.
 
 Every test waits on observed conditions with deadlines. The invariant checked
 throughout: a proposal acknowledged to a client is in the applied state of
@@ -20,7 +20,7 @@ import msgpack
 import pytest
 
 from raftmq.dledger import codec
-from raftmq.dledger.kvnode import KvClient
+from raftmq.dledger.tools.kvnode import KvClient
 
 NodeGroup = Any  # conftest.NodeGroup, handed out by the node_group fixture
 

@@ -13,7 +13,7 @@ from typing import Any, AsyncIterator
 import pytest
 
 from raftmq.dledger import DLedger, NodeConfig, codec
-from raftmq.dledger.bench import free_ports
+from tests.ports import free_ports
 from raftmq.dledger.core.messages import NodeId, RequestVote, RequestVoteReply
 from raftmq.dledger.store import identity as ident
 from raftmq.dledger.store.identity import DataDirIdentity, IdentityFileError

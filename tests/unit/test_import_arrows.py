@@ -26,7 +26,7 @@ ALLOWED = {
     "chaos": {"client", "chaos", "matplotlib", "click"},  # click: its command line
 }
 # The benchmark's baseline node runs the library we compare with.
-EXTRA = {"dledger/bench_pysyncobj.py": {"pysyncobj"}}
+EXTRA = {"dledger/tools/bench_pysyncobj.py": {"pysyncobj"}}
 CORE_FORBIDDEN = {"asyncio", "time", "os", "socket", "threading", "datetime", "selectors", "subprocess"}
 
 
@@ -102,3 +102,24 @@ def test_our_packages_are_imported_by_their_installed_name(folder: str) -> None:
             if module.split(".")[0] in PACKAGES:
                 bad.append(f"{path.relative_to(ROOT)}:{line} imports {module} (write raftmq.{module})")
     assert not bad, "bare package imports load a second copy of the module:\n" + "\n".join(bad)
+
+
+# Tools (benchmarks, the demo KV node, the local process manager) sit in their
+# own subpackages; the library modules never import them. The command line
+# (client/cli.py) and the chaos suite are tools themselves.
+TOOLS = ("dledger.tools", "client.local")
+TOOL_USERS = ("dledger/tools/", "client/local/", "client/cli", "client/commands.py", "chaos/")
+
+
+@pytest.mark.parametrize("package", sorted(ALLOWED))
+def test_library_modules_do_not_import_tools(package: str) -> None:
+    bad = []
+    for path in files(package):
+        rel = str(path.relative_to(ROOT))
+        if rel.startswith(TOOL_USERS):
+            continue
+        for module, names, line in imports(path):
+            full = [module] + [f"{module}.{n}" for n in names]
+            if any(m == t or m.startswith(t + ".") for m in full for t in TOOLS):
+                bad.append(f"{rel}:{line} imports {module}")
+    assert not bad, "library modules importing tools:\n" + "\n".join(bad)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from raftmq.dledger import DLedger, NodeConfig
-from raftmq.dledger.bench import free_ports
+from tests.ports import free_ports
 from raftmq.dledger.core.messages import NodeId, TimeoutNow
 from raftmq.dledger.errors import NodeStopped
 

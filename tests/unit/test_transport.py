@@ -19,7 +19,7 @@ from typing import Any, AsyncIterator, Callable
 import pytest
 
 from raftmq.dledger import codec
-from raftmq.dledger.bench import free_ports
+from tests.ports import free_ports
 from raftmq.dledger.core.messages import AppendEntries, Entry, Message, NodeId, RequestVote, TimeoutNow
 from raftmq.dledger.errors import StorageFailure
 from raftmq.dledger.store.identity import DataDirIdentity

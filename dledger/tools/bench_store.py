@@ -3,7 +3,7 @@
 policies, reads of the tail (cache) and of older entries (disk), and the time
 to reopen (tail recovery).
 
-Run: ``python -m dledger.store.bench_store [--entries N] [--dir PATH]``. A
+Run: ``python -m dledger.tools.bench_store [--entries N] [--dir PATH]``. A
 command-line tool, so it prints.
 """
 

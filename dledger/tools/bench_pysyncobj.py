@@ -1,8 +1,8 @@
 """The benchmark's baseline node: one pysyncobj (0.3.17) process replicating the
-same payloads as ``dledger.kvnode``, behind the same client protocol, so that
-``dledger.bench`` drives both engines with the same client.
+same payloads as ``dledger.tools.kvnode``, behind the same client protocol, so that
+``dledger.tools.bench`` drives both engines with the same client.
 
-    python -m raftmq.dledger.bench_pysyncobj --self 127.0.0.1:7001 \\
+    python -m raftmq.dledger.tools.bench_pysyncobj --self 127.0.0.1:7001 \\
         --partners 127.0.0.1:7002,127.0.0.1:7003 --client-addr 127.0.0.1:8001 --data-dir DIR
 
 The replicated object has one ``@replicated`` method, ``append(data)``, that
@@ -11,7 +11,7 @@ payloads). The Raft log is kept in a pysyncobj journal file (``journalFile``:
 an mmap'ed file, written to the OS but never fsync'ed: the equivalent of
 dledger's ``async`` flush; pysyncobj has no fsync option).
 
-The client listener speaks ``dledger.kvnode``'s frames (4-byte big-endian
+The client listener speaks ``dledger.tools.kvnode``'s frames (4-byte big-endian
 length + msgpack) and answers ``propose``, ``status`` and ``state``. It runs in
 threads next to pysyncobj's own: one reader thread per connection calls
 ``append(payload, callback=...)``; pysyncobj calls the callback from its tick
@@ -37,7 +37,7 @@ from typing import Any
 
 import msgpack
 
-from raftmq.dledger.kvnode import FrameReader, encode_frame
+from raftmq.dledger.tools.kvnode import FrameReader, encode_frame
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ class _Connection:
 def main(argv: list[str] | None = None) -> int:
     from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
 
-    p = argparse.ArgumentParser(prog="python -m raftmq.dledger.bench_pysyncobj")
+    p = argparse.ArgumentParser(prog="python -m raftmq.dledger.tools.bench_pysyncobj")
     p.add_argument("--self", dest="self_addr", required=True, help="this node's Raft address host:port")
     p.add_argument("--partners", required=True, help="the other nodes' Raft addresses, comma-separated")
     p.add_argument("--client-addr", required=True)

@@ -2,7 +2,7 @@
 state machine and a client listener, run as its own process. Used by the
 integration tests (real processes, SIGKILL, restart) and the log benchmark.
 
-    python -m raftmq.dledger.kvnode --id n1 --group g \\
+    python -m raftmq.dledger.tools.kvnode --id n1 --group g \\
         --peers n1=127.0.0.1:7001,n2=127.0.0.1:7002,n3=127.0.0.1:7003 \\
         --client-addr 127.0.0.1:8001 --data-dir DIR [--flush async|sync] [--bootstrap]
 
@@ -322,7 +322,7 @@ def parse_peers(text: str) -> dict[str, str]:
 
 
 def build_arg_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m raftmq.dledger.kvnode", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m raftmq.dledger.tools.kvnode", description=__doc__.split("\n\n")[0])
     p.add_argument("--id", required=True, help="this node's id (one of --peers)")
     p.add_argument("--group", required=True, help="Raft group name")
     p.add_argument("--peers", required=True, help="every member: id=host:port,... (Raft addresses)")

@@ -28,7 +28,7 @@ from urllib.parse import quote, urlsplit
 import aiohttp
 import msgpack
 
-from raftmq.client import cluster as cluster_mod
+from raftmq.client.local import cluster as cluster_mod
 from raftmq.client.admin import Admin
 from raftmq.client.errors import TopicExists
 

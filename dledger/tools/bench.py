@@ -1,11 +1,11 @@
 """The log benchmark: a 3-process group on loopback, 1 KiB proposals.
 
-    python -m raftmq.dledger.bench [--flush async,sync] [--duration 5] [--outstanding 1000]
+    python -m raftmq.dledger.tools.bench [--flush async,sync] [--duration 5] [--outstanding 1000]
                             [--baseline pysyncobj] [--json]
     raftmq bench log ...      (the same, through the command line)
 
 For each engine and flush policy it starts three node processes
-(``dledger.kvnode``, or ``dledger.bench_pysyncobj`` for the baseline) in a
+(``dledger.tools.kvnode``, or ``dledger.tools.bench_pysyncobj`` for the baseline) in a
 temporary directory, waits for a leader, and measures on the leader:
 
 - *throughput*: ``--outstanding`` proposals kept in flight over
@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from raftmq.dledger.kvnode import KvClient
+from raftmq.dledger.tools.kvnode import KvClient
 
 log = logging.getLogger(__name__)
 
@@ -109,10 +109,10 @@ class LocalGroup:
         data = self.base_dir / nid
         if self.engine == "pysyncobj":
             others = ",".join(a for p, a in self.raft_addr.items() if p != nid)
-            return [sys.executable, "-m", "raftmq.dledger.bench_pysyncobj", "--self", self.raft_addr[nid],
+            return [sys.executable, "-m", "raftmq.dledger.tools.bench_pysyncobj", "--self", self.raft_addr[nid],
                     "--partners", others, "--client-addr", self.client_addr[nid], "--data-dir", str(data),
                     *(["--no-batch"] if self.variant == "nobatch" else [])]
-        cmd = [sys.executable, "-m", "raftmq.dledger.kvnode", "--id", nid, "--group", "bench",
+        cmd = [sys.executable, "-m", "raftmq.dledger.tools.kvnode", "--id", nid, "--group", "bench",
                "--peers", ",".join(f"{p}={a}" for p, a in self.raft_addr.items()),
                "--client-addr", self.client_addr[nid], "--data-dir", str(data),
                "--flush", self.flush, "--log-level", "WARNING", "--bootstrap"]  # a new group each run
@@ -357,7 +357,7 @@ def _fmt(v: float | None, digits: int = 3) -> str:
 
 
 def build_arg_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m raftmq.dledger.bench", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m raftmq.dledger.tools.bench", description=__doc__.split("\n\n")[0])
     add_arguments(p)
     return p
 
