@@ -18,6 +18,11 @@ __all__ = [
     "DLedger",
     "NodeConfig",
     "StateMachine",
+    # the seams a DLedger is built on (storage and transport)
+    "NodeStorage",
+    "Transport",
+    "TransportHooks",
+    "TransportFactory",
     "DLedgerError",
     "LeadershipLost",
     "NodeStopped",
@@ -31,9 +36,22 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):  # lazy, so that the pure core imports without the runtime's edges
-    if name in ("DLedger", "NodeConfig", "StateMachine"):
-        from raftmq.dledger import runtime
+# Lazy, so that the pure core imports without the runtime's edges: name -> module.
+_LAZY = {
+    "DLedger": "runtime",
+    "NodeConfig": "runtime",
+    "StateMachine": "runtime",
+    "NodeStorage": "storage",
+    "Transport": "transport",
+    "TransportHooks": "transport",
+    "TransportFactory": "transport",
+}
 
-        return getattr(runtime, name)
-    raise AttributeError(name)
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(name)
+    from importlib import import_module
+
+    return getattr(import_module(f"raftmq.dledger.{module}"), name)
