@@ -18,11 +18,12 @@ __all__ = [
     "DLedger",
     "NodeConfig",
     "StateMachine",
-    # the seams a DLedger is built on (storage and transport)
+    # the seams a DLedger is built on (storage and transport), and their in-memory versions
     "NodeStorage",
     "Transport",
     "TransportHooks",
     "TransportFactory",
+    "MemoryNetwork",
     "DLedgerError",
     "LeadershipLost",
     "NodeStopped",
@@ -45,6 +46,7 @@ _LAZY = {
     "Transport": "transport",
     "TransportHooks": "transport",
     "TransportFactory": "transport",
+    "MemoryNetwork": "memory_transport",
 }
 
 
