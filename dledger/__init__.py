@@ -18,6 +18,12 @@ __all__ = [
     "DLedger",
     "NodeConfig",
     "StateMachine",
+    # the seams a DLedger is built on (storage and transport), and their in-memory versions
+    "NodeStorage",
+    "Transport",
+    "TransportHooks",
+    "TransportFactory",
+    "MemoryNetwork",
     "DLedgerError",
     "LeadershipLost",
     "NodeStopped",
@@ -31,9 +37,23 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):  # lazy, so that the pure core imports without the runtime's edges
-    if name in ("DLedger", "NodeConfig", "StateMachine"):
-        from raftmq.dledger import runtime
+# Lazy, so that the pure core imports without the runtime's edges: name -> module.
+_LAZY = {
+    "DLedger": "runtime",
+    "NodeConfig": "runtime",
+    "StateMachine": "runtime",
+    "NodeStorage": "storage",
+    "Transport": "transport",
+    "TransportHooks": "transport",
+    "TransportFactory": "transport",
+    "MemoryNetwork": "memory_transport",
+}
 
-        return getattr(runtime, name)
-    raise AttributeError(name)
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(name)
+    from importlib import import_module
+
+    return getattr(import_module(f"raftmq.dledger.{module}"), name)

@@ -22,20 +22,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import struct
-import zlib
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol
 
 from raftmq.dledger.core.messages import EntryKind, FetchEntry, FetchEntryReply, Message, NodeId, Snapshot, SnapshotMeta
 from raftmq.dledger.core.raft import CoreConfig, RaftCore, Role
 from raftmq.dledger.errors import CorruptLog, LeadershipLost, NodeStopped, NotLeader, ProposalDropped, StateAheadOfLog, StorageFailure
-from raftmq.dledger.store.file_store import FileHardStateStore, FileLogStore, StoreConfig
-from raftmq.dledger.store.durable import write_atomically
+from raftmq.dledger.storage import NodeStorage
 from raftmq.dledger.store.identity import DataDirIdentity, fmt_id
 from raftmq.dledger.store.entry_format import HEADER_BYTES as ENTRY_HEADER_BYTES
-from raftmq.dledger.transport import PeerTransport, TransportConfig
+from raftmq.dledger.store.snapshots import SnapshotStore
+from raftmq.dledger.transport import PeerTransport, Transport, TransportConfig, TransportFactory, TransportHooks
 
 log = logging.getLogger(__name__)
 
@@ -134,26 +131,29 @@ class NodeConfig:
         )
 
 
-# The snapshot file: magic u32 | crc32 of the rest u32 | index u64 | term u64 |
-# next_position u64 | data. Written atomically (temp file, fsync, rename).
-_SNAP_HEADER = struct.Struct(">IIQQQ")
-_SNAP_MAGIC = 0x534E4150  # "SNAP"
+# The record (a file ``<data>/recovering``) that keeps "recovering" across restarts.
+RECOVERING_MARKER = "recovering"
 
 
-def _write_snapshot_file(path: Path, snap: Snapshot) -> None:
-    body = struct.pack(">QQQ", snap.meta.index, snap.meta.term, snap.meta.next_position) + snap.data
-    write_atomically(path, struct.pack(">II", _SNAP_MAGIC, zlib.crc32(body)) + body)
+def tcp_transport(config: NodeConfig) -> TransportFactory:
+    """The default transport: ``PeerTransport`` over TCP between the addresses
+    of ``config.peers``, with ``config.transport``'s settings."""
+    peers = {p: parse_addr(a) for p, a in config.peers.items() if p != config.node_id}
 
+    def make(hooks: TransportHooks) -> Transport:
+        return PeerTransport(
+            config.node_id,
+            config.group,
+            parse_addr(config.peers[config.node_id]),
+            peers,
+            hooks.on_message,
+            config.transport,
+            on_peer_down=hooks.on_peer_down,
+            identity=hooks.identity,
+            on_lost_data=hooks.on_lost_data,
+        )
 
-def _read_snapshot_file(path: Path) -> Snapshot | None:
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        return None
-    magic, crc, index, term, next_pos = _SNAP_HEADER.unpack_from(raw)
-    if magic != _SNAP_MAGIC or zlib.crc32(raw[8:]) != crc:
-        raise StorageFailure(f"snapshot file {path} is corrupt")
-    return Snapshot(SnapshotMeta(index, term, next_pos), raw[_SNAP_HEADER.size :])
+    return make
 
 
 class _Waiter(Protocol):
@@ -196,21 +196,32 @@ class _CallbackWaiter:
 class DLedger:
     """A replicated log node. The broker uses only this class (see ``dledger.__all__``)."""
 
-    def __init__(self, config: NodeConfig, state_machine: StateMachine, applied_index: int = 0) -> None:
+    def __init__(self, config: NodeConfig, state_machine: StateMachine, applied_index: int = 0, *,
+                 storage: NodeStorage | None = None, transport: TransportFactory | None = None) -> None:
         """``applied_index``: the index the state machine's own checkpoint already
-        reflects (it is re-applied from the next one); 0 to apply from the start."""
+        reflects (it is re-applied from the next one); 0 to apply from the start.
+
+        ``storage``: where the node keeps its log, term and vote, snapshots and
+        identity; by default the files under ``config.data_dir``
+        (``NodeStorage.files``), which is then not used otherwise.
+        ``transport``: makes the node's transport from its hooks; by default TCP
+        between the addresses in ``config.peers`` (``tcp_transport``). With
+        ``NodeStorage.in_memory()`` and a ``MemoryNetwork``
+        (``dledger.memory_transport``) a node uses neither disk nor sockets.
+        """
         self.config = config
         self._sm = state_machine
-        data = Path(config.data_dir)
-        data.mkdir(parents=True, exist_ok=True)
-        self._snapshot_dir = data / "snapshots"
-        self._snapshot_dir.mkdir(exist_ok=True)
-        self.store = FileLogStore(data, StoreConfig(segment_bytes=config.segment_bytes, flush=config.flush))
+        if storage is None:
+            storage = NodeStorage.files(config.data_dir, segment_bytes=config.segment_bytes, flush=config.flush)
+        self.storage = storage
+        self.store = storage.log
         if applied_index > self.store.last_index():
             last = self.store.last_index()
             self.store.close()
             raise StateAheadOfLog(applied_index, last)
-        self._hs_store = FileHardStateStore(data)
+        self._hs_store = storage.hard_state
+        self._meta = storage.meta
+        self._snapshots = SnapshotStore(storage.meta)
         applied = applied_index
         snaps = self._snapshot_indexes()
         start = self.store.first_index() - 1
@@ -227,19 +238,19 @@ class DLedger:
             log.info("node=%s state restored from the snapshot at index=%d (state machine was at %d)",
                      config.node_id, start, applied_index)
         hard_state = self._hs_store.load()
-        # A marker file keeps "recovering" across restarts until caught up.
-        self._recovering_marker = data / "recovering"
+        # A marker record keeps "recovering" across restarts until caught up.
+        marked = self._meta.read(RECOVERING_MARKER) is not None
         empty = self.store.last_index() == 0 and self.store.first_index() == 1 and hard_state.term == 0
         # An empty data directory votes only at the first start of a new group
         # (``bootstrap``): anywhere else it may be a wiped disk that forgot what
         # it acknowledged and voted (issue 9, case 8). A scrub that had to cut
         # durable entries (damage it could not bound) leaves the node as if its
         # disk were wiped beyond that point.
-        recovering = (self._recovering_marker.exists() or (empty and (config.rejoin or not config.bootstrap))
+        recovering = (marked or (empty and (config.rejoin or not config.bootstrap))
                       or self.store.lost_entries_on_open)
-        self.identity = DataDirIdentity.open(data, has_data=not empty, node_id=config.node_id)
-        if recovering and not self._recovering_marker.exists():
-            write_atomically(self._recovering_marker, b"")
+        self.identity = DataDirIdentity.open(self._meta, has_data=not empty, node_id=config.node_id)
+        if recovering and not marked:
+            self._meta.write(RECOVERING_MARKER, b"")
         self._marker_present = recovering  # known in memory: no stat per Ready
         if recovering:
             log.warning("node=%s rejoining with lost data: no votes until caught up with a leader", config.node_id)
@@ -249,18 +260,9 @@ class DLedger:
             self.core.set_snapshot(self._load_snapshot(start))
         self.core.set_damaged(self.store.has_damage)
         self._applied_segment: int | None = None
-        peers = {p: parse_addr(a) for p, a in config.peers.items() if p != config.node_id}
-        self._transport = PeerTransport(
-            config.node_id,
-            config.group,
-            parse_addr(config.peers[config.node_id]),
-            peers,
-            self._on_message,
-            config.transport,
-            on_peer_down=self._on_peer_down,
-            identity=self.identity,
-            on_lost_data=self._on_lost_data,
-        )
+        make_transport = transport if transport is not None else tcp_transport(config)
+        self._transport = make_transport(TransportHooks(config.node_id, self._on_message, self._on_peer_down,
+                                                        self.identity, self._on_lost_data))
         self._pending: dict[int, tuple[int, _Waiter]] = {}
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop  # set by start()
@@ -423,23 +425,15 @@ class DLedger:
         self._prune_snapshots(point)
         return self.store.first_index()
 
-    # -- snapshots: <data>/snapshots/<20-digit index> ----------------------
+    # -- snapshots: records snapshots/<20-digit index> (dledger.store.snapshots)
     def _snapshot_indexes(self) -> list[int]:
-        return sorted(int(p.name) for p in self._snapshot_dir.iterdir() if p.name.isdigit())
-
-    def _snapshot_path(self, index: int) -> Path:
-        return self._snapshot_dir / f"{index:020d}"
+        return self._snapshots.indexes()
 
     def _load_snapshot(self, index: int) -> Snapshot:
-        snap = _read_snapshot_file(self._snapshot_path(index))
-        if snap is None or snap.meta.index != index:
-            raise StorageFailure(f"snapshot {index} is missing or names another index")
-        return snap
+        return self._snapshots.load(index)
 
     def _prune_snapshots(self, keep_from: int) -> None:
-        for i in self._snapshot_indexes():
-            if i < keep_from:
-                self._snapshot_path(i).unlink(missing_ok=True)
+        self._snapshots.prune(keep_from)
 
     def _segment_of(self, index: int) -> int:
         return (self.store.body_position(index) - ENTRY_HEADER_BYTES) // self.config.segment_bytes
@@ -448,7 +442,7 @@ class DLedger:
         """The state machine is at ``index``, the last entry of a segment."""
         term = self.store.term(index)
         snap = Snapshot(SnapshotMeta(index, term, next_position), self._sm.snapshot())
-        _write_snapshot_file(self._snapshot_path(index), snap)
+        self._snapshots.save(snap)
         log.info("node=%s snapshot at segment boundary index=%d bytes=%d", self.config.node_id, index, len(snap.data))
 
     def first_position(self) -> int:
@@ -523,7 +517,7 @@ class DLedger:
         durably (the marker), before the transport delivers anything more."""
         if not self._marker_present:
             try:
-                write_atomically(self._recovering_marker, b"")
+                self._meta.write(RECOVERING_MARKER, b"")
             except StorageFailure as exc:  # cannot persist: stop (STYLE: never log-and-continue)
                 self._fail(exc)
                 raise
@@ -624,7 +618,7 @@ class DLedger:
             raise
 
     def _install_snapshot(self, snap: Snapshot) -> None:
-        _write_snapshot_file(self._snapshot_path(snap.meta.index), snap)
+        self._snapshots.save(snap)
         self.store.reset(snap.meta)
         self._sm.restore(snap.data)
         self.core.set_snapshot(snap)
@@ -663,7 +657,7 @@ class DLedger:
 
     def _after_advance(self) -> None:
         if self._marker_present and not self.core.recovering:
-            self._recovering_marker.unlink(missing_ok=True)
+            self._meta.delete(RECOVERING_MARKER)
             self._marker_present = False
         is_leader = self.core.role is Role.LEADER
         if self._was_leader and not is_leader:

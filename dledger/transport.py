@@ -54,12 +54,12 @@ import random
 import socket
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable, Final, cast
+from typing import Callable, Final, Protocol, cast
 
 from raftmq.dledger import codec
 from raftmq.dledger.core.messages import Message
 from raftmq.dledger.errors import CodecError, StorageFailure
-from raftmq.dledger.store.identity import DataDirIdentity
+from raftmq.dledger.store.identity import DataDirIdentity, apply_hello
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +113,55 @@ class TransportConfig:
             raise ValueError(f"connect_timeout_ms must be at least 1, got {self.connect_timeout_ms}")
         if self.hello_timeout_ms < 1:
             raise ValueError(f"hello_timeout_ms must be at least 1, got {self.hello_timeout_ms}")
+
+
+class Transport(Protocol):
+    """The seam between a dledger runtime and its network: what ``DLedger`` calls.
+
+    Contract (``PeerTransport`` over TCP, ``MemoryTransport`` within one event
+    loop, see ``dledger.memory_transport``):
+    - ``start()`` / ``stop()``: begin and end taking part; ``stop`` is
+      idempotent, ends every task the transport started, and calls none of
+      this node's hooks for what it closes. A stopped transport is not started
+      again.
+    - ``send(msg)``: queue ``msg`` for ``msg.dst``; never blocks, never raises.
+      A message may be lost (Raft retransmits); messages between two nodes
+      that do arrive, arrive in the order sent.
+    - ``flush()``: hand what ``send`` queued to the network now (the runtime
+      calls it after each Ready's messages); a transport that only sends on
+      ``flush`` must also flush by itself soon after a ``send``.
+    - Received messages go to ``TransportHooks.on_message`` on the event loop,
+      one at a time, only from peers and addressed to this node, each behind
+      its sender's hello (identities: ``dledger.store.identity.apply_hello``).
+    """
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def send(self, msg: Message) -> None: ...
+
+    def flush(self) -> None: ...
+
+
+@dataclass(slots=True, frozen=True)
+class TransportHooks:
+    """What a runtime gives the transport it makes (``TransportFactory``): its
+    node id, where received messages go (``on_message``), whom to tell that a
+    peer's connection closed (``on_peer_down(peer)``: it probably died) and
+    the data-directory identity checked against every hello, with
+    ``on_lost_data(peer, known_as)`` for a hello that says this node lost its
+    data (it must recover durably before returning)."""
+
+    node_id: str
+    on_message: Callable[[Message], None]
+    on_peer_down: Callable[[str], None]
+    identity: DataDirIdentity
+    on_lost_data: Callable[[str, int], None]
+
+
+# Makes a node's transport once its runtime has the hooks (``DLedger(transport=...)``).
+TransportFactory = Callable[[TransportHooks], Transport]
 
 
 class Backoff:
@@ -610,13 +659,8 @@ class PeerTransport:
         ident = self._identity
         if ident is None:
             return
-        known_as = hello.known_as
-        if known_as is not None and ident.check_known_as(peer, known_as):
-            assert self._on_lost_data is not None
-            self._on_lost_data(peer, known_as)
-            ident.acknowledge_lost(known_as)
-        if hello.data_id is not None:
-            ident.remember(peer, hello.data_id)
+        assert self._on_lost_data is not None
+        apply_hello(ident, peer, hello.data_id, hello.known_as, self._on_lost_data)
 
     def _inbound_closed(self, p: _Peer, addr: str, exc: Exception | None) -> None:
         p.inbound -= 1

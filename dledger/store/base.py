@@ -4,7 +4,10 @@
 reads (in the manner of etcd/raft's ``Storage``): the core keeps only the
 entries not yet persisted in memory and asks the store for the rest.
 ``LogStore`` adds the writes the runtime makes; ``HardStateStore`` keeps
-``(term, voted_for)``.
+``(term, voted_for)``; ``MetaStore`` keeps the node's few small records
+(snapshots, the recovering marker, the data-directory identity). Each has a
+file implementation (``file_store``, ``hard_state``, ``meta``) and a memory
+one (``memory``): a runtime given the memory ones touches no disk.
 
 Index conventions: entries are numbered from 1. After prefix deletion or a
 snapshot install the log starts at ``first_index()``, and the entry just
@@ -60,7 +63,21 @@ class LogStore(LogStorage, Protocol):
       whose entries are all ``<= index``; ``first_index()`` moves accordingly.
     - ``reset(meta)``: drop everything and restart the log empty after the
       snapshot point ``meta`` (follower installing a snapshot).
+
+    Damage found on the medium (protocol-aware recovery, see ``file_store``):
+    - ``lost_entries_on_open``: opening had to cut durable entries it could not
+      trust; the node then rejoins as if its disk were wiped past that point.
+    - ``has_damage`` / ``damaged()``: entries known damaged in place, as
+      ``(index, term)``; they are not served until ``repair(entry)`` writes a
+      peer's intact copy (True if it was accepted).
+    - ``check_at(position)``: a reader found bad bytes at ``position``: check
+      the entry holding it (recording it as damaged if it is); its index, or
+      None if no retained entry holds it.
+    A store whose medium cannot be damaged (memory) answers False, [] and
+    False, and ``check_at`` only locates the entry.
     """
+
+    lost_entries_on_open: bool
 
     def append(self, entries: Sequence[Entry]) -> None: ...
 
@@ -76,6 +93,15 @@ class LogStore(LogStorage, Protocol):
 
     def close(self) -> None: ...
 
+    @property
+    def has_damage(self) -> bool: ...
+
+    def damaged(self) -> list[tuple[int, int]]: ...
+
+    def repair(self, entry: Entry) -> bool: ...
+
+    def check_at(self, position: int) -> int | None: ...
+
 
 class HardStateStore(Protocol):
     """Durable ``(term, voted_for)``. ``save`` returns only once the state is on
@@ -84,3 +110,32 @@ class HardStateStore(Protocol):
     def load(self) -> HardState: ...
 
     def save(self, state: HardState) -> None: ...
+
+
+class MetaStore(Protocol):
+    """A node's few small durable records, each a whole ``bytes`` value under a
+    name: ``snapshots/<20-digit index>`` (``dledger.store.snapshots``),
+    ``recovering`` (the runtime's marker) and ``meta/identity`` and
+    ``meta/peers`` (``dledger.store.identity``). Names are relative paths with
+    ``/`` between a folder and a record, one folder level at most.
+
+    Contract:
+    - ``read(name)``: the value last written, or None if there is none.
+    - ``write(name, data)``: replace the value atomically and durably: after a
+      crash at any point a reader finds the old value or the new, never a mix.
+    - ``delete(name)``: remove it (nothing if there is none).
+    - ``rename(name, new_name)``: move a value (kept aside as damaged).
+    - ``names(folder)``: the record names directly in ``folder`` (without the
+      folder), in no particular order; [] for a folder never written.
+    I/O errors raise ``StorageFailure``.
+    """
+
+    def read(self, name: str) -> bytes | None: ...
+
+    def write(self, name: str, data: bytes) -> None: ...
+
+    def delete(self, name: str) -> None: ...
+
+    def rename(self, name: str, new_name: str) -> None: ...
+
+    def names(self, folder: str) -> list[str]: ...

@@ -57,8 +57,9 @@ File ``<data>/meta/peers`` (big-endian)::
         12     .  n records, each: u16 length L of the peer's node id, L bytes of
                   the node id in UTF-8, u64 id of that peer's data directory
 
-Both are small and written whole with ``write_atomically`` (temp file, fsync,
-rename, directory fsync): rarely, when a peer is seen for the first time or
+Both are small and written whole through a ``MetaStore`` (on disk:
+``write_atomically``: temp file, fsync, rename, directory fsync; a node without
+a disk keeps them in a ``MemoryMetaStore``): rarely, when a peer is seen for the first time or
 the identity changes, on the event loop (a few fsyncs per data directory
 lifetime, not worth a thread). Anything else in the file (a wrong magic,
 length, version or CRC) counts as damaged.
@@ -71,9 +72,10 @@ import os
 import struct
 import zlib
 from pathlib import Path
-from typing import Final
+from typing import Callable, Final
 
-from raftmq.dledger.store.durable import make_dirs, write_atomically
+from raftmq.dledger.store.base import MetaStore
+from raftmq.dledger.store.meta import FileMetaStore
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +90,8 @@ FORMAT_VERSION: Final = 1
 FLAG_ADOPT: Final = 0x01
 MAX_FORMER_IDS: Final = 64
 MAX_ID: Final = (1 << 64) - 1
+_IDENTITY: Final = f"{META_DIR}/{IDENTITY_FILE}"  # record names in a MetaStore
+_PEERS: Final = f"{META_DIR}/{PEERS_FILE}"
 
 _HEAD = struct.Struct(">4sI")  # magic, crc
 _IDENTITY_BODY = struct.Struct(">BBQH")  # version, flags, id, n former
@@ -207,9 +211,9 @@ class DataDirIdentity:
     ``acknowledge_lost`` and ``remember``. Writes raise ``StorageFailure``.
     """
 
-    def __init__(self, meta_dir: Path, own_id: int, former: tuple[int, ...], adopt: bool,
+    def __init__(self, records: MetaStore, own_id: int, former: tuple[int, ...], adopt: bool,
                  peers: dict[str, int], node_id: str = "") -> None:
-        self.meta_dir = meta_dir
+        self._records = records
         self._id = own_id
         self._former = former
         self._adopt = adopt
@@ -217,27 +221,30 @@ class DataDirIdentity:
         self._node = node_id  # for the log only
 
     @classmethod
-    def open(cls, data_dir: Path, *, has_data: bool, node_id: str = "") -> DataDirIdentity:
-        """Load ``<data_dir>/meta``, creating the identity where it is missing or damaged.
+    def open(cls, where: Path | str | MetaStore, *, has_data: bool, node_id: str = "") -> DataDirIdentity:
+        """Load the identity and the peers' ids, creating the identity where it is
+        missing or damaged. ``where`` is a data directory (its ``meta/`` files)
+        or any ``MetaStore`` (the records ``meta/identity`` and ``meta/peers``:
+        a node without a disk keeps them in memory).
 
         ``has_data``: the data directory holds a log or a hard state. Then a
         missing or damaged identity means an older version or a damaged file,
         not a wiped disk: the new id is in adopt mode (module docstring).
         """
-        meta = data_dir / META_DIR
-        make_dirs(meta)
-        ident_path, peers_path = meta / IDENTITY_FILE, meta / PEERS_FILE
+        records = FileMetaStore(where, folders=(META_DIR,)) if isinstance(where, (str, Path)) else where
         problem = None
+        raw = records.read(_IDENTITY)
         try:
-            own_id, former, adopt = decode_identity(ident_path.read_bytes())
-        except FileNotFoundError:
-            problem = "missing"
+            if raw is None:
+                problem = "missing"
+            else:
+                own_id, former, adopt = decode_identity(raw)
         except IdentityFileError as exc:
             problem = str(exc)
-            ident_path.replace(ident_path.with_name(IDENTITY_FILE + DAMAGED_SUFFIX))
+            records.rename(_IDENTITY, _IDENTITY + DAMAGED_SUFFIX)
         if problem is not None:
             own_id, former, adopt = new_id(), (), has_data
-            write_atomically(ident_path, encode_identity(own_id, former, adopt))
+            records.write(_IDENTITY, encode_identity(own_id, former, adopt))
             if problem == "missing" and not has_data:
                 log.info("node=%s new data directory id=%s", node_id, fmt_id(own_id))
             elif problem == "missing":
@@ -249,15 +256,14 @@ class DataDirIdentity:
             else:
                 log.warning("node=%s identity file damaged (%s) in an empty data directory: new id=%s", node_id,
                             problem, fmt_id(own_id))
+        raw = records.read(_PEERS)
         try:
-            peers = decode_peers(peers_path.read_bytes())
-        except FileNotFoundError:
-            peers = {}
+            peers = {} if raw is None else decode_peers(raw)
         except IdentityFileError as exc:
             log.error("node=%s peers file damaged (%s): forgetting the peers' ids until they are seen again",
                       node_id, exc)
             peers = {}
-        return cls(meta, own_id, former, adopt, peers, node_id)
+        return cls(records, own_id, former, adopt, peers, node_id)
 
     @property
     def id(self) -> int:
@@ -316,11 +322,25 @@ class DataDirIdentity:
             return
         peers = dict(self._peers)
         peers[peer] = peer_id
-        write_atomically(self.meta_dir / PEERS_FILE, encode_peers(peers))
+        self._records.write(_PEERS, encode_peers(peers))
         self._peers = peers
         log.info("node=%s peer=%s id=%s remembered", self._node, peer, fmt_id(peer_id))
 
     def _save(self, own_id: int, former: tuple[int, ...], adopt: bool) -> None:
         former = former[-MAX_FORMER_IDS:]
-        write_atomically(self.meta_dir / IDENTITY_FILE, encode_identity(own_id, former, adopt))
+        self._records.write(_IDENTITY, encode_identity(own_id, former, adopt))
         self._id, self._former, self._adopt = own_id, former, adopt
+
+
+def apply_hello(ident: DataDirIdentity, peer: str, data_id: int | None, known_as: int | None,
+                on_lost_data: Callable[[str, int], None]) -> None:
+    """What a peer's hello says about identities (module docstring), applied
+    before anything after it is delivered: a lost-data verdict is made durable
+    first (``on_lost_data``), then acknowledged; then the sender's id is
+    remembered. A failed write raises: the transport drops the connection and
+    the peer's next hello tries again. Every transport calls this."""
+    if known_as is not None and ident.check_known_as(peer, known_as):
+        on_lost_data(peer, known_as)
+        ident.acknowledge_lost(known_as)
+    if data_id is not None:
+        ident.remember(peer, data_id)

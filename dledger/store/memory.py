@@ -1,17 +1,25 @@
-"""In-memory implementations of the storage seams, for the simulation and unit
-tests. Whatever they hold is what "durable" means in a simulated crash."""
+"""In-memory implementations of the storage seams (``dledger.store.base``), for
+the simulation, unit tests and a runtime without a disk
+(``DLedger(..., storage=NodeStorage.in_memory())``). Whatever they hold is
+what "durable" means in a simulated crash; keep the objects to "restart" a
+node with its state, drop them to wipe it."""
 
 from __future__ import annotations
 
 from typing import Sequence
 
 from raftmq.dledger.core.messages import Entry, HardState, SnapshotMeta
+from raftmq.dledger.errors import StorageFailure
+from raftmq.dledger.store.meta import check_name
 
 ENTRY_HEADER_BYTES = 32  # keep positions comparable with the file store's framing
 
 
 class MemoryLogStore:
-    """A ``LogStore`` kept in a Python list."""
+    """A ``LogStore`` kept in a Python list. Memory is never damaged: nothing is
+    lost on open, no entry is ever damaged, a repair is never needed."""
+
+    lost_entries_on_open = False
 
     def __init__(self) -> None:
         self._snap = SnapshotMeta(0, 0, 0)
@@ -100,8 +108,28 @@ class MemoryLogStore:
     def close(self) -> None:
         return None
 
+    # -- damage (never, in memory) ----------------------------------------
+    @property
+    def has_damage(self) -> bool:
+        return False
+
+    def damaged(self) -> list[tuple[int, int]]:
+        return []
+
+    def repair(self, entry: Entry) -> bool:
+        return False  # no entry here is damaged, so no copy is taken
+
+    def check_at(self, position: int) -> int | None:
+        """The index of the entry whose frame (header or body) holds ``position``."""
+        for i, (p, e) in enumerate(zip(self._positions, self._entries)):
+            if p - ENTRY_HEADER_BYTES <= position < p + len(e.data):
+                return self._snap.index + 1 + i
+        return None
+
 
 class MemoryHardStateStore:
+    """A ``HardStateStore`` in one attribute."""
+
     def __init__(self) -> None:
         self._state = HardState()
 
@@ -110,3 +138,35 @@ class MemoryHardStateStore:
 
     def save(self, state: HardState) -> None:
         self._state = state
+
+
+class MemoryMetaStore:
+    """A ``MetaStore`` kept in a dict (snapshots, the recovering marker, the
+    identity of a node that has no disk). Names are checked as the file one
+    checks them, so a name that works here works on disk."""
+
+    def __init__(self) -> None:
+        self._records: dict[str, bytes] = {}
+
+    def read(self, name: str) -> bytes | None:
+        check_name(name)
+        return self._records.get(name)
+
+    def write(self, name: str, data: bytes) -> None:
+        check_name(name)
+        self._records[name] = bytes(data)
+
+    def delete(self, name: str) -> None:
+        check_name(name)
+        self._records.pop(name, None)
+
+    def rename(self, name: str, new_name: str) -> None:
+        check_name(new_name)
+        if name not in self._records:
+            raise StorageFailure(f"cannot rename {name!r}: no such record")
+        self._records[new_name] = self._records.pop(name)
+
+    def names(self, folder: str) -> list[str]:
+        check_name(folder)
+        prefix = folder + "/"
+        return [n[len(prefix):] for n in self._records if n.startswith(prefix)]
