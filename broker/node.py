@@ -8,11 +8,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import signal
 import sys
 from dataclasses import replace
-from typing import Callable
 
 from aiohttp import web
 
@@ -20,6 +18,7 @@ from raftmq.broker import config as config_mod
 from raftmq.broker.config import BrokerConfig, Member
 from raftmq.broker.http.app import make_app
 from raftmq.broker.service import Broker
+from raftmq.eventloop import loop_factory
 
 log = logging.getLogger(__name__)
 
@@ -90,21 +89,6 @@ async def serve(cfg: BrokerConfig) -> None:
         await broker.stop()
     if fatal.done():
         raise SystemExit(f"raftmq broker: node {cfg.node_id} stopped after a fatal error: {broker.log.failed!r}")
-
-
-def loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
-    """uvloop where installed (a dependency on Linux and macOS), else asyncio's
-    loop; ``RAFTMQ_EVENT_LOOP=asyncio`` forces asyncio's. The node's code is the
-    same on both; uvloop's C transports and scheduler cut the cost of every
-    request and peer message (see the README's benchmark figures)."""
-    if os.environ.get("RAFTMQ_EVENT_LOOP", "").lower() != "asyncio":
-        try:
-            import uvloop
-        except ImportError:
-            pass
-        else:
-            return uvloop.new_event_loop
-    return asyncio.new_event_loop
 
 
 def main(argv: list[str] | None = None) -> int:
