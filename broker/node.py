@@ -56,8 +56,11 @@ def parse_args(argv: list[str] | None = None) -> BrokerConfig:
             p.error(f"--member {spec!r}: expected ID=HTTP_URL,RAFT_ADDR")
         members[mid] = Member(mid, http_url, raft)
     if a.config:
-        cfg = config_mod.load(a.config)
-        cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+        try:
+            cfg = config_mod.load(a.config)
+        except ValueError as exc:  # name the file, as the user wrote it (an OSError names it already)
+            raise ValueError(f"{a.config}: {exc}") from None
+        cfg = config_mod.with_overrides(cfg, **overrides)
         return replace(cfg, members=members) if members else cfg
     missing = [k for k in ("node_id", "group", "data_dir") if overrides[k] is None]
     if missing or not members:
@@ -76,7 +79,7 @@ async def serve(cfg: BrokerConfig) -> None:
     await site.start()
     loop = asyncio.get_running_loop()
     log.info("node=%s group=%s http=%s raft=%s data=%s flush=%s loop=%s serving", cfg.node_id, cfg.group,
-             cfg.me.http_url, cfg.me.raft_addr, cfg.data_dir, cfg.flush, type(loop).__module__.split(".")[0])
+             cfg.me.http_url, cfg.me.raft_addr, cfg.data_dir, cfg.log.flush, type(loop).__module__.split(".")[0])
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
