@@ -1,7 +1,8 @@
 """``raftmq broker`` / ``python -m raftmq.broker`` as a user runs it: a node
-TOML file with a value of the wrong type is one line on stderr naming the file
-and the key and a non-zero exit, before anything starts (no traceback, no node
-running on a wrong value). Each run is its own process, bounded in time."""
+TOML file with a value of the wrong type, or a bad flag, is one line on stderr
+naming the file and the key and a non-zero exit, before anything starts (no
+traceback, no node running on a wrong value); ``--help`` explains every
+option. Each run is its own process, bounded in time."""
 
 from __future__ import annotations
 
@@ -14,6 +15,9 @@ import pytest
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 NODE = [sys.executable, "-m", "raftmq.broker"]
+CONSOLE = Path(sys.executable).parent / "raftmq"  # the console script installed beside this Python
+OPTIONS = ["--config", "--node-id", "--group", "--data-dir", "--flush", "--member", "--retention-hours",
+           "--segment-bytes", "--rejoin", "--bootstrap", "--log-level", "--help"]
 
 
 def run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -47,3 +51,28 @@ def test_a_member_url_of_the_wrong_type_is_one_line_naming_the_member(tmp_path: 
     (tmp_path / "bad.toml").write_text(node_toml(tmp_path / "data", "", http_url="8081"))
     r = run([*NODE, "--config", "bad.toml"], tmp_path)
     assert (r.returncode, r.stderr) == (2, "raftmq broker: bad.toml: members.n1.http_url: expected a string, got 8081\n")
+
+
+@pytest.mark.parametrize("args, error", [
+    (["--flush", "fast"], "Invalid value for '--flush'"),
+    (["--no-such-flag"], "No such option"),
+    (["--config", "missing.toml"], "missing.toml"),
+])
+def test_a_bad_flag_is_one_line_and_a_non_zero_exit(tmp_path: Path, args: list[str], error: str) -> None:
+    r = run([*NODE, *args], tmp_path)
+    assert r.returncode != 0 and r.stdout == ""
+    assert len(r.stderr.splitlines()) == 1 and r.stderr.startswith("raftmq broker: ") and error in r.stderr
+
+
+@pytest.mark.parametrize("via", ["python -m raftmq.broker", "raftmq broker"])
+def test_help_describes_every_option(tmp_path: Path, via: str) -> None:
+    if via == "raftmq broker" and not CONSOLE.exists():
+        pytest.skip(f"no console script at {CONSOLE}")
+    r = run([*NODE, "--help"] if via.startswith("python") else [str(CONSOLE), "broker", "--help"], tmp_path)
+    assert r.returncode == 0 and r.stderr == ""
+    assert r.stdout.startswith("Usage: raftmq broker [OPTIONS]")
+    lines = r.stdout.splitlines()
+    for opt in OPTIONS:  # each option's line, then its help text (on that line or the next)
+        at = next(i for i, line in enumerate(lines) if line.lstrip().startswith((opt + " ", "-h, " + opt)))
+        words = " ".join(lines[at:at + 2]).split()
+        assert len([w for w in words if w.isalpha()]) >= 3, (opt, r.stdout)

@@ -172,3 +172,20 @@ def test_flags_alone_build_the_same_config_as_a_file(tmp_path: Path) -> None:
     assert flags == load(path)
     over = node.parse_args(["--config", str(path), "--flush", "async", "--bootstrap"])
     assert (over.log.flush, over.log.bootstrap, over.log.rejoin) == ("async", True, True)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--flush", "fast"], "raftmq broker: Invalid value for '--flush': 'fast' is not one of 'async', 'sync'.\n"),
+    (["--segment-bytes", "1GiB"], "raftmq broker: Invalid value for '--segment-bytes': '1GiB' is not a valid integer.\n"),
+    (["--member", "n1"], "raftmq broker: Invalid value for '--member': 'n1': expected ID=HTTP_URL,RAFT_ADDR\n"),
+    (["--node-id", "n1"], "raftmq broker: give --config FILE, or --node-id, --group, --data-dir and --member "
+                          "for every member\n"),
+])
+def test_a_bad_flag_is_one_line_and_exit_status_2(argv: list[str], message: str,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    assert node.main(argv) == 2
+    assert capsys.readouterr().err == message
+
+
+def test_every_option_of_the_node_command_has_help_text() -> None:
+    assert [p.name for p in node.command.params if not getattr(p, "help", None)] == []
