@@ -1,3 +1,5 @@
+"""``python -m raftmq.broker``: run one broker node (see raftmq.broker.node)."""
+
 import sys
 
 from raftmq.broker.node import main

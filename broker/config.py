@@ -18,6 +18,15 @@ A node's TOML file::
     [limits]                       # all optional
     max_message_bytes = 4194304
 
+The replicated log's settings (``flush``, ``segment_bytes``, ``tick_ms``,
+``heartbeat_ticks``, ``election_timeout_ticks``, ``preferred_leader``,
+``rejoin``, ``bootstrap``: dledger's ``LogSettings``) are held as one section,
+``BrokerConfig.log``. In the file they may sit at the top level, as above (how
+node files have always been written), or in a ``[log]`` table; a key given in
+both places is refused. Every value's type is checked against the dataclass
+fields before the node starts: ``tick_ms = "50"`` is refused with
+``tick_ms: expected an integer, got "50"``.
+
 ``bootstrap`` (or the ``--bootstrap`` flag) marks the first start of a new
 group, as etcd's ``initial-cluster-state=new``: only then may a node on an
 empty data directory vote. Without it, an empty data directory is taken for a
@@ -36,12 +45,17 @@ from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
+from raftmq.dledger import LogSettings, check_fields
+
 
 @dataclass(slots=True, frozen=True)
 class Member:
     id: str
     http_url: str
     raft_addr: str
+
+    def __post_init__(self) -> None:
+        check_fields(self, f"members.{self.id}.")
 
 
 @dataclass(slots=True, frozen=True)
@@ -57,6 +71,7 @@ class Limits:
     max_properties: int = 64
 
     def __post_init__(self) -> None:
+        check_fields(self, "limits.")
         for f in fields(self):
             if getattr(self, f.name) < 1:
                 raise ValueError(f"limits.{f.name}: must be at least 1")
@@ -68,32 +83,23 @@ class BrokerConfig:
     group: str
     members: Mapping[str, Member]
     data_dir: str
-    flush: str = "async"
-    segment_bytes: int = 1 << 30
     retention_hours: float = 72.0  # CommitLog segments older than this are deleted
     retention_check_interval_ms: int = 10_000
     checkpoint_interval_ms: int = 1000  # how often applied state is checkpointed
-    tick_ms: int = 50
-    heartbeat_ticks: int = 2
-    election_timeout_ticks: int = 12
-    preferred_leader: str | None = None
-    rejoin: bool = False  # set by --rejoin: this node's data was lost; no votes until caught up
-    bootstrap: bool = False  # first start of a new group: an empty data directory may vote (module docstring)
     consumer_session_timeout_ms: int = 6000  # a consumer silent this long leaves its group
     limits: Limits = field(default_factory=Limits)
+    # The replicated log's settings (flush, segment size, tick and timeouts,
+    # preferred leader, rejoin, bootstrap): flat keys or a [log] table in TOML.
+    log: LogSettings = field(default_factory=LogSettings)
 
     def __post_init__(self) -> None:
+        check_fields(self)
         if not self.node_id:
             raise ValueError("node_id: must not be empty")
         if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", self.group):
             raise ValueError(f"group: {self.group!r} must be letters, digits, '-' or '_'")
         if self.node_id not in self.members:
             raise ValueError(f"node_id: {self.node_id!r} is not one of members {sorted(self.members)}")
-        if self.flush not in ("async", "sync"):
-            raise ValueError(f"flush: must be 'async' or 'sync', not {self.flush!r}")
-        for name in ("rejoin", "bootstrap"):
-            if type(getattr(self, name)) is not bool:
-                raise ValueError(f"{name}: must be true or false, not {getattr(self, name)!r}")
         if self.retention_hours <= 0:
             raise ValueError("retention_hours: must be positive")
         for m in self.members.values():
@@ -112,6 +118,10 @@ class BrokerConfig:
         return u.hostname, u.port
 
 
+_LOG_KEYS = frozenset(f.name for f in fields(LogSettings))
+_BROKER_KEYS = frozenset(f.name for f in fields(BrokerConfig))
+
+
 def _members(raw: Any) -> dict[str, Member]:
     if not isinstance(raw, dict) or not raw:
         raise ValueError("members: a table of at least one member is required")
@@ -119,33 +129,73 @@ def _members(raw: Any) -> dict[str, Member]:
     for mid, m in raw.items():
         if not isinstance(m, dict) or "http_url" not in m or "raft_addr" not in m:
             raise ValueError(f"members.{mid}: needs http_url and raft_addr")
-        out[mid] = Member(mid, str(m["http_url"]), str(m["raft_addr"]))
+        out[mid] = Member(mid, m["http_url"], m["raft_addr"])
     return out
+
+
+def _table(raw: Mapping[str, Any], name: str) -> dict[str, Any]:
+    value = raw.get(name, {})
+    if not isinstance(value, dict):
+        raise ValueError(f"{name}: must be a table")
+    return value
+
+
+def _log_settings(raw: Mapping[str, Any]) -> LogSettings:
+    """The log section from flat top-level keys and the ``[log]`` table; a key in both is refused."""
+    table = _table(raw, "log")
+    unknown = set(table) - _LOG_KEYS
+    if unknown:
+        raise ValueError(f"unknown log setting(s): {', '.join(sorted(unknown))}")
+    flat = {k: v for k, v in raw.items() if k in _LOG_KEYS}
+    both = set(flat) & set(table)
+    if both:
+        raise ValueError(f"{', '.join(sorted(both))}: given both at the top level and in [log]; keep one")
+    try:
+        return LogSettings(**flat, **table)
+    except ValueError as exc:
+        # The message starts with the field name; name it as the file does.
+        key = str(exc).split(":", 1)[0]
+        raise ValueError(f"log.{exc}" if key in table else str(exc)) from None
 
 
 def from_mapping(raw: Mapping[str, Any]) -> BrokerConfig:
     """Build a config from a parsed TOML document; ValueError names the bad key."""
-    known = {f.name for f in fields(BrokerConfig)}
-    unknown = set(raw) - known
+    unknown = set(raw) - _BROKER_KEYS - _LOG_KEYS
     if unknown:
         raise ValueError(f"unknown setting(s): {', '.join(sorted(unknown))}")
-    kw = dict(raw)
+    for req in ("node_id", "group", "data_dir"):
+        if req not in raw:
+            raise ValueError(f"{req}: required")
+    kw = {k: v for k, v in raw.items() if k in _BROKER_KEYS}
     kw["members"] = _members(raw.get("members"))
-    lim = raw.get("limits", {})
-    if not isinstance(lim, dict):
-        raise ValueError("limits: must be a table")
+    lim = _table(raw, "limits")
     lknown = {f.name for f in fields(Limits)}
     if set(lim) - lknown:
         raise ValueError(f"unknown limit(s): {', '.join(sorted(set(lim) - lknown))}")
     kw["limits"] = Limits(**lim)
-    for req in ("node_id", "group", "data_dir"):
-        if req not in kw:
-            raise ValueError(f"{req}: required")
+    kw["log"] = _log_settings(raw)
     return BrokerConfig(**kw)
 
 
+def with_overrides(cfg: BrokerConfig, **overrides: Any) -> BrokerConfig:
+    """``cfg`` with the given settings replaced (a ``None`` leaves one as it is);
+    log settings (``flush``, ``rejoin``, ...) go to the ``log`` section."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    unknown = set(given) - _BROKER_KEYS - _LOG_KEYS
+    if unknown:
+        raise ValueError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+    log = {k: v for k, v in given.items() if k in _LOG_KEYS}
+    rest = {k: v for k, v in given.items() if k in _BROKER_KEYS}
+    if log:
+        rest["log"] = replace(cfg.log, **log)
+    return replace(cfg, **rest) if rest else cfg
+
+
 def load(path: str | Path, **overrides: Any) -> BrokerConfig:
+    """Read a node TOML file; ValueError names the bad key, OSError an unreadable file."""
     with open(path, "rb") as f:
-        raw = tomllib.load(f)
-    cfg = from_mapping(raw)
-    return replace(cfg, **{k: v for k, v in overrides.items() if v is not None}) if overrides else cfg
+        try:
+            raw = tomllib.load(f)
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"not valid TOML: {exc}") from None
+    return with_overrides(from_mapping(raw), **overrides)

@@ -134,19 +134,12 @@ class Broker:
         applied = self.state.load_checkpoint()  # 0 when the derived state must be rebuilt from the log
         self._waiters = _QueueWaiters()
         self.state.listener = self._waiters
-        node_cfg = NodeConfig(
+        node_cfg = NodeConfig.build(
+            config.log,
             node_id=config.node_id,
             group=config.group,
             peers={m.id: m.raft_addr for m in config.members.values()},
             data_dir=str(Path(config.data_dir) / "dledger"),
-            flush=config.flush,
-            segment_bytes=config.segment_bytes,
-            tick_ms=config.tick_ms,
-            heartbeat_ticks=config.heartbeat_ticks,
-            election_timeout_ticks=config.election_timeout_ticks,
-            preferred_leader=config.preferred_leader,
-            rejoin=config.rejoin,
-            bootstrap=config.bootstrap,
         )
         try:
             self.log = DLedger(node_cfg, self.state, applied_index=applied)
@@ -456,7 +449,7 @@ class Broker:
         its CRC and carry its entry's topic, queue and tag hash: else the
         entry (or the record) is damaged, and nothing of the batch is served."""
         out: list[dict[str, Any]] = []
-        sb = self.config.segment_bytes
+        sb = self.config.log.segment_bytes
         ids = format_msg_ids(self.config.group, [e[1] for e in picked])
         i, n = 0, len(picked)
         while i < n:

@@ -1,8 +1,7 @@
-"""The event loop the client's own threads and commands run on: uvloop where it
-is installed (a dependency on Linux and macOS), else asyncio's. uvloop runs the
-same asyncio code with its transports and scheduler in C: measured with
-``raftmq bench produce``, a third more messages per second per core.
-``RAFTMQ_EVENT_LOOP=asyncio`` picks asyncio's loop (for debugging, or to compare).
+"""The event loop the client's own threads and commands run on: the one
+:func:`raftmq.eventloop.loop_factory` picks (uvloop where installed, else
+asyncio's; ``RAFTMQ_EVENT_LOOP=asyncio`` forces asyncio's), shared with the
+broker node.
 
 Code that brings its own loop (an application using ``Producer``) keeps it: the
 library never changes the caller's event loop policy.
@@ -11,21 +10,11 @@ library never changes the caller's event loop policy.
 from __future__ import annotations
 
 import asyncio
-import os
-from typing import Any, Callable, Coroutine, TypeVar
+from typing import Any, Coroutine, TypeVar
+
+from raftmq.eventloop import loop_factory
 
 T = TypeVar("T")
-
-
-def loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
-    if os.environ.get("RAFTMQ_EVENT_LOOP", "").lower() != "asyncio":
-        try:
-            import uvloop
-        except ImportError:
-            pass
-        else:
-            return uvloop.new_event_loop
-    return asyncio.new_event_loop
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:

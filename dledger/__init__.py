@@ -12,11 +12,14 @@ from raftmq.dledger.errors import (
     StateAheadOfLog,
     StorageFailure,
 )
+from raftmq.dledger.settings import LogSettings, check_fields
 from raftmq.dledger.store.durable import fsync_dir, write_atomically
 
 __all__ = [
     "DLedger",
     "NodeConfig",
+    "LogSettings",
+    "check_fields",  # the type check of a config dataclass's fields, for the broker's config too
     "StateMachine",
     # the seams a DLedger is built on (storage and transport), and their in-memory versions
     "NodeStorage",

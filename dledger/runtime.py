@@ -22,15 +22,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Mapping, Protocol
 
 from raftmq.dledger.core.messages import EntryKind, FetchEntry, FetchEntryReply, Message, NodeId, Snapshot, SnapshotMeta
 from raftmq.dledger.core.raft import CoreConfig, RaftCore, Role
-from raftmq.dledger.errors import CorruptLog, LeadershipLost, NodeStopped, NotLeader, ProposalDropped, StateAheadOfLog, StorageFailure
+from raftmq.dledger.errors import CorruptLog, LeadershipLost, NodeStopped, ProposalDropped, StateAheadOfLog, StorageFailure
 from raftmq.dledger.storage import NodeStorage
 from raftmq.dledger.store.identity import DataDirIdentity, fmt_id
 from raftmq.dledger.store.entry_format import HEADER_BYTES as ENTRY_HEADER_BYTES
+from raftmq.dledger.settings import LogSettings
 from raftmq.dledger.store.snapshots import SnapshotStore
 from raftmq.dledger.transport import PeerTransport, Transport, TransportConfig, TransportFactory, TransportHooks
 
@@ -70,52 +71,35 @@ def parse_addr(addr: str) -> tuple[str, int]:
 
 
 @dataclass(slots=True, frozen=True)
-class NodeConfig:
-    """One dledger node. ``peers`` maps every member's id (this node's too) to
-    its Raft address ``host:port``.
-
-    - ``tick_ms``: the core's clock period. The heartbeat is
-      ``heartbeat_ticks`` ticks and the election timeout is a random time in
-      [``election_timeout_ticks``, 2x) ticks: with the defaults a heartbeat every
-      100 ms and elections after 600 to 1200 ms of silence.
-    - ``flush``: ``async`` (written to the OS before acking: survives a process
-      crash) or ``sync`` (fdatasync before acking: survives power loss).
+class NodeConfig(LogSettings):
+    """One dledger node: its identity and peers, the log's settings
+    (:class:`~raftmq.dledger.settings.LogSettings`: flush, segment size, tick
+    and timeouts, rejoin and bootstrap; keyword-only), and what only programs
+    and tests set. ``peers`` maps every member's id (this node's too) to its
+    Raft address ``host:port``. Every field's type is checked on construction.
     """
 
     node_id: str
     group: str
     peers: Mapping[str, str]
     data_dir: str
-    flush: str = "async"
-    segment_bytes: int = 1 << 30
-    tick_ms: int = 50
-    heartbeat_ticks: int = 2
-    election_timeout_ticks: int = 12
     max_inflight_msgs: int = 256
     max_batch_bytes: int = 256 << 10
-    preferred_leader: str | None = None
-    # This node's data was lost and it rejoins an existing group: it does not
-    # vote or campaign until it has caught up (see RaftCore's ``recovering``).
-    # Kept for compatibility: an empty data directory rejoins so by default.
-    rejoin: bool = False
-    # The first start of a new group (etcd's initial-cluster-state=new): an
-    # empty data directory may vote. Without it an empty data directory may be
-    # a wiped disk and rejoins as a non-voter until caught up. A restart with
-    # data ignores it; a wiped disk restarted with it is still told by its
-    # peers that it lost its data (dledger.store.identity).
-    bootstrap: bool = False
     transport: TransportConfig = field(default_factory=TransportConfig)
     seed: int | None = None
 
+    @classmethod
+    def build(cls, settings: LogSettings, **identity: Any) -> NodeConfig:
+        """A node config from the log's ``settings`` and the remaining fields
+        (``node_id``, ``group``, ``peers``, ``data_dir``, ...) as keywords."""
+        return cls(**{f.name: getattr(settings, f.name) for f in fields(LogSettings)}, **identity)
+
     def __post_init__(self) -> None:
+        LogSettings.__post_init__(self)  # the type check of every field, and the log settings' own checks
         if self.node_id not in self.peers:
             raise ValueError(f"node_id: {self.node_id!r} is not in peers {sorted(self.peers)}")
         for nid, addr in self.peers.items():
             parse_addr(addr)
-        if self.flush not in ("async", "sync"):
-            raise ValueError(f"flush: must be 'async' or 'sync', not {self.flush!r}")
-        if self.tick_ms < 1:
-            raise ValueError("tick_ms: must be at least 1")
 
     def core_config(self) -> CoreConfig:
         seed = self.seed if self.seed is not None else int.from_bytes(os.urandom(8), "big")

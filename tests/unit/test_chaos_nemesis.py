@@ -11,6 +11,7 @@ from pathlib import Path
 from raftmq.broker.config import BrokerConfig, load
 from raftmq.chaos import nemesis
 from raftmq.chaos.nemesis import Group
+from raftmq.dledger import LogSettings
 
 
 def test_a_wiped_node_restarts_with_no_flag_unless_rejoin_wiped(tmp_path: Path) -> None:
@@ -33,7 +34,7 @@ def test_the_node_toml_is_one_the_broker_loads(tmp_path: Path) -> None:
     n = g.nodes[1]
     g.write_config(n, bootstrap=True)
     cfg = load(n.config_path)
-    assert (cfg.node_id, cfg.flush, cfg.segment_bytes, cfg.checkpoint_interval_ms) == ("n2", "sync", 65536, 700)
+    assert (cfg.node_id, cfg.log.flush, cfg.log.segment_bytes, cfg.checkpoint_interval_ms) == ("n2", "sync", 65536, 700)
     assert sorted(cfg.members) == ["n1", "n2", "n3"] and cfg.data_dir == str(n.data_dir)
 
 
@@ -52,7 +53,7 @@ def test_the_bootstrap_mark_is_written_only_for_a_first_start_and_only_when_enab
 def test_the_bootstrap_switch_follows_what_the_broker_config_accepts() -> None:
     # The broker refuses unknown TOML keys: chaos writes ``bootstrap = true`` exactly when
     # BrokerConfig has the field. When it lands, flip chaos.nemesis.BOOTSTRAP_KEY to True.
-    accepts = "bootstrap" in {f.name for f in fields(BrokerConfig)}
+    accepts = "bootstrap" in {f.name for f in fields(BrokerConfig)} | {f.name for f in fields(LogSettings)}
     assert nemesis.BOOTSTRAP_KEY is accepts, (
         f"broker/config.py {'now takes' if accepts else 'does not take'} the bootstrap key: "
         f"set chaos.nemesis.BOOTSTRAP_KEY = {accepts}")

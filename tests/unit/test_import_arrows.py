@@ -21,10 +21,10 @@ STDLIB = set(sys.stdlib_module_names)
 
 ALLOWED = {
     "dledger": {"msgpack", "dledger"},
-    "broker": {"msgpack", "aiohttp", "uvloop", "broker", "dledger"},
-    "client": {"msgpack", "aiohttp", "uvloop", "click", "client"},
-    "chaos": {"client", "chaos", "matplotlib", "click"},  # click: its command line
-}
+    "broker": {"msgpack", "aiohttp", "uvloop", "click", "broker", "dledger", "eventloop"},
+    "client": {"msgpack", "aiohttp", "uvloop", "click", "client", "eventloop"},
+    "chaos": {"client", "chaos", "matplotlib", "click", "eventloop"},  # click: its command line
+}  # eventloop: raftmq/eventloop.py, the one loop factory, shared by the processes
 # The benchmark's baseline node runs the library we compare with.
 EXTRA = {"dledger/tools/bench_pysyncobj.py": {"pysyncobj"}}
 CORE_FORBIDDEN = {"asyncio", "time", "os", "socket", "threading", "datetime", "selectors", "subprocess"}
