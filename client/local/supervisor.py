@@ -232,6 +232,21 @@ class Supervisor:
                 except subprocess.TimeoutExpired:
                     pass
 
+    def kill_all(self, timeout_s: float = 10.0) -> None:
+        """SIGKILL every process started and not released, and reap them (a
+        crash of the whole group, or a last resort). Never raises."""
+        popens = [p for proc in self._procs.values() for p in self._popens(proc)]
+        for p in popens:
+            try:
+                p.kill()
+            except OSError:
+                pass
+        for p in popens:
+            try:
+                p.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                pass
+
     # -- handing over and cleaning up -----------------------------------------------------
     def release(self, names: Iterable[str] | None = None) -> None:
         """Forget ``names`` (default: all): ``close()`` leaves them running (detached groups)."""

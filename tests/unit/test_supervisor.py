@@ -174,3 +174,15 @@ def test_node_toml_refuses_values_toml_cannot_hold() -> None:
         node_toml("n1", "g", "/d", "async", {}, {"tick_ms": None})
     with pytest.raises(ValueError, match="'data_dir' is set by the tool"):
         node_toml("n1", "g", "/d", "async", {}, {"data_dir": "/elsewhere"})
+
+
+def test_kill_all_sigkills_every_incarnation_at_once(tmp_path: Path) -> None:
+    with Supervisor() as sup:
+        log = tmp_path / "k.log"
+        sup.start("k", [sys.executable, "-c", POLITE], log)
+        sup.start("m", [sys.executable, "-c", STUBBORN], tmp_path / "m.log")
+        sup.wait_ready(["k", "m"], lambda n: said_up(tmp_path / f"{n}.log"), timeout_s=10)
+        sup.kill_all()
+        assert sup.running() == []
+        assert {sup.process(n).returncode() for n in ("k", "m")} == {-signal.SIGKILL}
+        assert "got SIGTERM" not in log.read_text()  # no graceful stop: a crash
