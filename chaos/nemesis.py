@@ -173,7 +173,8 @@ class Group:
     async def kill(self, node: Node) -> None:
         """SIGKILL and reap."""
         node.expect_exit = True
-        self._sup.kill(node.id, wait=False)  # works on a stopped process too
+        if node.alive():
+            self._sup.kill(node.id, wait=False)  # works on a stopped process too
         while node.alive():
             await asyncio.sleep(0.005)
 
@@ -191,7 +192,8 @@ class Group:
         return [n.id for n in killed]
 
     def pause(self, node: Node) -> bool:
-        return self._sup.pause(node.id)
+        """SIGSTOP a running node; whether it was running and not yet paused."""
+        return node.alive() and self._sup.pause(node.id)
 
     def resume(self, node: Node) -> None:
         if node.id in self._sup.names():
