@@ -76,7 +76,11 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def _toml(node: NodeSpec, group: str, flush: str, nodes: list[NodeSpec], extra: dict[str, Any]) -> str:
-    return node_toml(node.id, group, node.data_dir, flush, {n.id: (n.http_url, n.raft_addr) for n in nodes}, extra)
+    try:
+        return node_toml(node.id, group, node.data_dir, flush, {n.id: (n.http_url, n.raft_addr) for n in nodes},
+                         extra)
+    except ValueError as exc:
+        raise ClusterError(str(exc)) from None
 
 
 def plan(base_dir: Path, nodes: int, http_port_base: int | None, raft_port_base: int | None) -> list[NodeSpec]:
