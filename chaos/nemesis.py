@@ -1,7 +1,9 @@
 """The nemesis: process and data faults on a real local broker group.
 
 ``Group`` lays out and runs one ``python -m raftmq.broker --config node.toml``
-process per node (the layout of ``client/local/cluster.py``), each on its own
+process per node (the layout of ``client/local/cluster.py``, the TOML of
+``client/local/node_toml.py``, the processes run by the local-group
+supervisor ``client/local/supervisor.py``), each on its own
 127.0.0.x address when the run has a private network namespace (else all on
 127.0.0.1), and does to them what a bad day does to machines:
 
@@ -34,14 +36,15 @@ import asyncio
 import logging
 import random
 import shutil
-import signal
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
 from raftmq.client.local.cluster import free_port
+from raftmq.client.local.node_toml import node_toml
+from raftmq.client.local.supervisor import Supervisor
 from raftmq.client.errors import RaftMQError
 from raftmq.client.http import Transport, TransportConfig
 
@@ -69,14 +72,22 @@ class Node:
     data_dir: Path
     config_path: Path
     log_path: Path
-    proc: subprocess.Popen[bytes] | None = None
-    paused: bool = False
+    supervisor: Supervisor = field(repr=False, default_factory=Supervisor)  # the group's, which runs it
     incarnation: int = 0  # bumped at every start: answers of one process lifetime share it
     expect_exit: bool = False  # we killed or stopped it
     wiped: bool = False  # its data was deleted since it last ran
 
+    @property
+    def proc(self) -> subprocess.Popen[bytes] | None:
+        """The node's current (or last) process, None before its first start."""
+        return self.supervisor.process(self.id).popen if self.id in self.supervisor.names() else None
+
+    @property
+    def paused(self) -> bool:
+        return self.id in self.supervisor.names() and self.supervisor.process(self.id).paused
+
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        return self.supervisor.alive(self.id)
 
 
 class Group:
@@ -95,13 +106,16 @@ class Group:
         self.checkpoint_interval_ms = checkpoint_interval_ms
         self.rejoin_wiped = rejoin_wiped
         self.bootstrap_key = bootstrap_key
+        # Broker processes get SIGKILL if the run dies (setpriv --pdeathsig, where available).
+        self._sup = Supervisor(die_with_parent=True)
         self.nodes: list[Node] = []
         for i in range(n):
             host = f"127.0.0.{i + 2}" if distinct_hosts else "127.0.0.1"
             d = base / f"n{i + 1}"
             d.mkdir(parents=True, exist_ok=True)
             self.nodes.append(Node(f"n{i + 1}", host, f"http://{host}:{free_port(host)}",
-                                   f"{host}:{free_port(host)}", d / "data", d / "node.toml", d / "broker.log"))
+                                   f"{host}:{free_port(host)}", d / "data", d / "node.toml", d / "broker.log",
+                                   self._sup))
         for node in self.nodes:
             self.write_config(node, bootstrap=False)
         self.by_id = {n.id: n for n in self.nodes}
@@ -109,7 +123,6 @@ class Group:
         self._probe = Transport([n.http_url for n in self.nodes],
                                 TransportConfig(deadline_ms=1500, request_timeout_ms=1000, connect_timeout_ms=500,
                                                 discover=False))
-        self._pdeathsig = ["setpriv", "--pdeathsig", "KILL", "--"] if shutil.which("setpriv") else []
 
     @property
     def urls(self) -> list[str]:
@@ -117,14 +130,12 @@ class Group:
 
     def write_config(self, node: Node, *, bootstrap: bool) -> None:
         """The node's TOML; ``bootstrap = true`` only when asked and the broker takes the key."""
-        lines = [f'node_id = "{node.id}"', f'group = "{self.group}"', f'data_dir = "{node.data_dir}"',
-                 f'flush = "{self.flush}"', f"segment_bytes = {self.segment_bytes}",
-                 f"checkpoint_interval_ms = {self.checkpoint_interval_ms}"]
+        extra: dict[str, Any] = {"segment_bytes": self.segment_bytes,
+                                 "checkpoint_interval_ms": self.checkpoint_interval_ms}
         if bootstrap and self.bootstrap_key:
-            lines.append("bootstrap = true")
-        for m in self.nodes:
-            lines += ["", f"[members.{m.id}]", f'http_url = "{m.http_url}"', f'raft_addr = "{m.raft_addr}"']
-        node.config_path.write_text("\n".join(lines) + "\n")
+            extra["bootstrap"] = True
+        node.config_path.write_text(node_toml(node.id, self.group, str(node.data_dir), self.flush,
+                                              {m.id: (m.http_url, m.raft_addr) for m in self.nodes}, extra))
 
     def start_flags(self, node: Node, rejoin: bool | None, bootstrap: bool | None) -> tuple[bool, bool]:
         """``(rejoin, bootstrap)`` for the node's next start (see ``start``)."""
@@ -148,14 +159,10 @@ class Group:
         extra = ["--rejoin"] if rejoin else []
         flags = (" --rejoin" if rejoin else "") + (" bootstrap" if bootstrap and self.bootstrap_key else "")
         flags += " (data wiped)" if node.wiped else ""
-        with open(node.log_path, "ab") as logf:
-            logf.write(f"---- chaos: start {node.id} (incarnation {node.incarnation + 1}){flags}\n".encode())
-            logf.flush()
-            node.proc = subprocess.Popen(
-                [*self._pdeathsig, sys.executable, "-m", "raftmq.broker", "--config", str(node.config_path), *extra],
-                stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self._sup.start(node.id, [sys.executable, "-m", "raftmq.broker", "--config", str(node.config_path), *extra],
+                        node.log_path,
+                        banner=f"---- chaos: start {node.id} (incarnation {node.incarnation + 1}){flags}")
         node.incarnation += 1
-        node.paused = False
         node.expect_exit = False
         node.wiped = False
 
@@ -166,66 +173,44 @@ class Group:
     async def kill(self, node: Node) -> None:
         """SIGKILL and reap."""
         node.expect_exit = True
-        p = node.proc
-        if p is not None and p.poll() is None:
-            p.kill()  # works on a stopped process too
-            while p.poll() is None:
-                await asyncio.sleep(0.005)
-        node.paused = False
+        if node.alive():
+            self._sup.kill(node.id, wait=False)  # works on a stopped process too
+        while node.alive():
+            await asyncio.sleep(0.005)
 
     async def kill_all(self) -> list[str]:
         """SIGKILL every running node at once (paused ones too), then reap them all;
         returns the ids of the nodes killed."""
-        procs = []
+        killed = []
         for n in self.nodes:
             n.expect_exit = True
-            if n.proc is not None and n.proc.poll() is None:
-                n.proc.kill()
-                procs.append((n, n.proc))
-        for n, p in procs:
-            while p.poll() is None:
-                await asyncio.sleep(0.005)
-            n.paused = False
-        return [n.id for n, _ in procs]
+            if n.alive():
+                self._sup.kill(n.id, wait=False)
+                killed.append(n)
+        while any(n.alive() for n in killed):
+            await asyncio.sleep(0.005)
+        return [n.id for n in killed]
 
     def pause(self, node: Node) -> bool:
-        if node.alive() and not node.paused:
-            node.proc.send_signal(signal.SIGSTOP)  # type: ignore[union-attr]
-            node.paused = True
-            return True
-        return False
+        """SIGSTOP a running node; whether it was running and not yet paused."""
+        return node.alive() and self._sup.pause(node.id)
 
     def resume(self, node: Node) -> None:
-        if node.paused and node.alive():
-            node.proc.send_signal(signal.SIGCONT)  # type: ignore[union-attr]
-        node.paused = False
+        if node.id in self._sup.names():
+            self._sup.resume(node.id)
 
     async def stop_all(self, grace_s: float = 5.0) -> None:
-        """Stop every process this group started (SIGTERM, then SIGKILL)."""
+        """Stop every process this group started (SIGCONT, SIGTERM, then SIGKILL
+        after ``grace_s``), in a thread: the wait does not block the event loop."""
         for n in self.nodes:
             n.expect_exit = True
-            self.resume(n)
-            if n.alive():
-                n.proc.terminate()  # type: ignore[union-attr]
-        loop = asyncio.get_running_loop()
-        end = loop.time() + grace_s
-        while any(n.alive() for n in self.nodes) and loop.time() < end:
-            await asyncio.sleep(0.05)
-        for n in self.nodes:
-            if n.alive():
-                n.proc.kill()  # type: ignore[union-attr]
-                n.proc.wait()  # type: ignore[union-attr]
+        await asyncio.to_thread(self._sup.stop, None, grace_s)
 
     def stop_all_now(self) -> None:
         """Last resort (no event loop): SIGKILL everything still running."""
         for n in self.nodes:
             n.expect_exit = True
-            if n.proc is not None and n.proc.poll() is None:
-                n.proc.kill()
-                try:
-                    n.proc.wait(5)
-                except subprocess.TimeoutExpired:
-                    pass
+        self._sup.kill_all(timeout_s=5)
 
     def crashed(self) -> list[tuple[Node, int]]:
         """Nodes that exited by themselves since the last call (each reported once)."""

@@ -16,8 +16,10 @@ caught up. A group counts as new until ``up`` saw its first leader
 (``bootstrapped`` in ``cluster.json``), or when no node has a data directory
 with anything in it.
 
-This module talks to brokers over HTTP only and starts them as programs; it
-imports nothing from ``broker``.
+The processes are started, watched and stopped by ``client/local/supervisor.py``
+(a detached group's nodes are released to outlive the command); the TOML is
+written by ``client/local/node_toml.py``. This module talks to brokers over
+HTTP only and starts them as programs; it imports nothing from ``broker``.
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ import json
 import os
 import signal
 import socket
-import subprocess
 import sys
 import time
 import urllib.error
@@ -34,6 +35,9 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from raftmq.client.local.node_toml import node_toml
+from raftmq.client.local.supervisor import Supervisor, SupervisorError
 
 STATE_FILE = "cluster.json"
 DEFAULT_BASE_DIR = "raftmq-data"  # where `raftmq cluster up` puts a local group unless told otherwise
@@ -72,12 +76,11 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def _toml(node: NodeSpec, group: str, flush: str, nodes: list[NodeSpec], extra: dict[str, Any]) -> str:
-    lines = [f'node_id = "{node.id}"', f'group = "{group}"', f'data_dir = "{node.data_dir}"', f'flush = "{flush}"']
-    for k, v in extra.items():
-        lines.append(f"{k} = {json.dumps(v)}")
-    for n in nodes:
-        lines += ["", f"[members.{n.id}]", f'http_url = "{n.http_url}"', f'raft_addr = "{n.raft_addr}"']
-    return "\n".join(lines) + "\n"
+    try:
+        return node_toml(node.id, group, node.data_dir, flush, {n.id: (n.http_url, n.raft_addr) for n in nodes},
+                         extra)
+    except ValueError as exc:
+        raise ClusterError(str(exc)) from None
 
 
 def plan(base_dir: Path, nodes: int, http_port_base: int | None, raft_port_base: int | None) -> list[NodeSpec]:
@@ -103,17 +106,17 @@ def _http_json(url: str, timeout_s: float = 1.0) -> dict[str, Any] | None:
         return None
 
 
-def _start(node: NodeSpec, detach: bool, rejoin: bool = False, bootstrap: bool = False) -> subprocess.Popen[bytes]:
+def _argv(node: NodeSpec, rejoin: bool = False, bootstrap: bool = False) -> list[str]:
     flags = (["--rejoin"] if rejoin else []) + (["--bootstrap"] if bootstrap else [])
-    logf = open(node.log_path, "ab")
+    return [sys.executable, "-m", "raftmq.broker", "--config", node.config_path, *flags]
+
+
+def _start(sup: Supervisor, node: NodeSpec, detach: bool, rejoin: bool = False, bootstrap: bool = False) -> None:
+    """Start the node's broker process under ``sup`` and note its pid in ``node``."""
     try:
-        return subprocess.Popen(
-            [sys.executable, "-m", "raftmq.broker", "--config", node.config_path, *flags],
-            stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=detach,
-        )
-    finally:
-        logf.close()
+        node.pid = sup.start(node.id, _argv(node, rejoin, bootstrap), Path(node.log_path), detach=detach).pid
+    except SupervisorError as exc:
+        raise ClusterError(str(exc)) from None
 
 
 def save_state(base_dir: Path, group: str, flush: str, nodes: list[NodeSpec], bootstrapped: bool | None = None) -> None:
@@ -160,13 +163,17 @@ def is_new_group(base_dir: Path, nodes: list[NodeSpec]) -> bool:
     return _bootstrapped(base_dir) is False or not any(_holds_data(n.data_dir) for n in nodes)
 
 
-def wait_for_leader(nodes: list[NodeSpec], timeout_s: float, procs: dict[str, subprocess.Popen[bytes]] | None = None
-                    ) -> tuple[str, str]:
+def wait_for_leader(nodes: list[NodeSpec], timeout_s: float, procs: Supervisor | None = None) -> tuple[str, str]:
+    """(id, HTTP URL) of the first node that says it leads; with ``procs``
+    (the supervisor that started them), fail at once if one exits."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         for n in nodes:
-            if procs and procs[n.id].poll() is not None:
-                raise ClusterError(f"node {n.id} exited with code {procs[n.id].returncode}; see {n.log_path}")
+            if procs is not None:
+                try:
+                    procs.check_alive([n.id])
+                except SupervisorError as exc:
+                    raise ClusterError(str(exc)) from None
             h = _http_json(n.http_url + "/v1/health", 0.5)
             if h and h.get("role") == "leader":
                 return n.id, n.http_url
@@ -190,14 +197,14 @@ def up(base_dir: Path, nodes: int, http_port_base: int | None, raft_port_base: i
     for n in specs:
         Path(n.data_dir).mkdir(parents=True, exist_ok=True)
         Path(n.config_path).write_text(_toml(n, group, flush, specs, extra or {}))
-    procs = {n.id: _start(n, detach, bootstrap=new_group) for n in specs}
-    for n in specs:
-        n.pid = procs[n.id].pid
-    save_state(base_dir, group, flush, specs, bootstrapped=False if new_group else None)
+    sup = Supervisor()
     try:
-        leader_id, leader_url = wait_for_leader(specs, 30, procs)
+        for n in specs:
+            _start(sup, n, detach, bootstrap=new_group)
+        save_state(base_dir, group, flush, specs, bootstrapped=False if new_group else None)
+        leader_id, leader_url = wait_for_leader(specs, 30, sup)
     except BaseException:
-        _stop_procs(list(procs.values()))
+        sup.close()
         raise
     if new_group:
         save_state(base_dir, group, flush, specs, bootstrapped=True)
@@ -207,6 +214,7 @@ def up(base_dir: Path, nodes: int, http_port_base: int | None, raft_port_base: i
         echo(f"  {n.id}  {n.http_url}  raft {n.raft_addr}{mark}")
     if detach:
         echo(f"detached; stop with: raftmq cluster down --base-dir {base_dir}")
+        sup.release()  # the nodes outlive this command
         return 0
     echo("Ctrl-C stops the group.")
     interrupted = False
@@ -215,7 +223,7 @@ def up(base_dir: Path, nodes: int, http_port_base: int | None, raft_port_base: i
         while True:
             time.sleep(0.5)
             for n in specs:
-                code = procs[n.id].poll()
+                code = sup.process(n.id).returncode()
                 if code is not None and n.id not in reported:
                     reported.add(n.id)
                     echo(f"node {n.id} exited with code {code} (not restarted; "
@@ -227,7 +235,7 @@ def up(base_dir: Path, nodes: int, http_port_base: int | None, raft_port_base: i
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
             echo("stopping the group..." if interrupted else "stopping the group")
-            _stop_procs(list(procs.values()))
+            sup.close()
         finally:
             signal.signal(signal.SIGINT, previous)
         for n in specs:
@@ -250,19 +258,6 @@ def _alive(pid: int | None) -> bool:
         return b"broker" in cmd
     except OSError:
         return True
-
-
-def _stop_procs(procs: list[subprocess.Popen[bytes]], timeout_s: float = 10) -> None:
-    for p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + timeout_s
-    for p in procs:
-        try:
-            p.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
 
 
 def _stop_pids(pids: list[int], timeout_s: float = 10) -> None:
@@ -316,15 +311,17 @@ def restart_node(base_dir: Path, node_id: str, echo=print, rejoin: bool = False)
         raise ClusterError(f"no node {node_id!r} in {base_dir}; nodes are {', '.join(n.id for n in specs)}")
     if _alive(node.pid):
         raise ClusterError(f"node {node_id} is running (pid {node.pid})")
-    proc = _start(node, detach=True, rejoin=rejoin)
-    node.pid = proc.pid
-    save_state(base_dir, group, flush, specs)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise ClusterError(f"node {node_id} exited with code {proc.returncode}; see {node.log_path}")
-        if _http_json(node.http_url + "/v1/health", 0.5):
-            echo(f"node {node_id} is back at {node.http_url} (pid {proc.pid})")
-            return 0
-        time.sleep(0.1)
-    raise ClusterError(f"node {node_id} did not answer within 20s; see {node.log_path}")
+    sup = Supervisor()
+    try:
+        _start(sup, node, detach=True, rejoin=rejoin)
+        save_state(base_dir, group, flush, specs)
+        sup.wait_ready([node.id], lambda _: _http_json(node.http_url + "/v1/health", 0.5), 20)
+    except SupervisorError as exc:
+        sup.close()
+        raise ClusterError(str(exc)) from None
+    except BaseException:
+        sup.close()
+        raise
+    sup.release()  # the node outlives this command
+    echo(f"node {node_id} is back at {node.http_url} (pid {node.pid})")
+    return 0

@@ -22,7 +22,6 @@ It asserts nothing about speed.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import logging
@@ -30,7 +29,6 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,6 +36,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import click
+
+from raftmq.client.local.supervisor import Supervisor
+from raftmq.client.local.tool_command import ToolCommand
 from raftmq.dledger.tools.kvnode import KvClient
 
 log = logging.getLogger(__name__)
@@ -71,6 +73,8 @@ class BenchConfig:
             raise ValueError("outstanding and connections must be at least 1")
         if self.latency_samples < 0:
             raise ValueError("latency_samples must be >= 0")
+        if self.payload_bytes < 1:
+            raise ValueError("payload_bytes must be at least 1")
         if self.baseline not in (None, "pysyncobj"):
             raise ValueError(f"baseline: only 'pysyncobj' is known, not {self.baseline!r}")
 
@@ -103,7 +107,7 @@ class LocalGroup:
         self.ids = [f"n{i + 1}" for i in range(size)]
         self.raft_addr = {nid: f"127.0.0.1:{ports[i]}" for i, nid in enumerate(self.ids)}
         self.client_addr = {nid: f"127.0.0.1:{ports[size + i]}" for i, nid in enumerate(self.ids)}
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.supervisor = Supervisor()
 
     def command(self, nid: str) -> list[str]:
         data = self.base_dir / nid
@@ -120,39 +124,33 @@ class LocalGroup:
             cmd += ["--profile", str(self.base_dir / f"{nid}.pstats")]
         return cmd
 
+    def log_path(self, nid: str) -> Path:
+        return self.base_dir / f"{nid}.log"
+
     def start(self) -> None:
         self.base_dir.mkdir(parents=True, exist_ok=True)
         for nid in self.ids:
-            with open(self.base_dir / f"{nid}.log", "ab") as err:
-                self.procs[nid] = subprocess.Popen(self.command(nid), stdout=subprocess.DEVNULL, stderr=err,
-                                                   stdin=subprocess.DEVNULL)
+            self.supervisor.start(nid, self.command(nid), self.log_path(nid), stdout_to_log=False)
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """SIGTERM every process, SIGKILL those still running after ``timeout_s``."""
-        for p in self.procs.values():
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
-        for p in self.procs.values():
-            try:
-                p.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        self.supervisor.close(timeout_s)
 
     def check_alive(self) -> None:
-        for nid, p in self.procs.items():
-            if p.poll() is not None:
-                tail = (self.base_dir / f"{nid}.log").read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"{self.engine} node {nid} exited with {p.returncode}:\n{tail}")
+        for nid in self.ids:
+            code = self.supervisor.process(nid).returncode()
+            if code is not None:
+                tail = self.log_path(nid).read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"{self.engine} node {nid} exited with {code}:\n{tail}")
 
     def cpu_seconds(self) -> dict[str, float]:
         """User + system CPU time of each node process so far (Linux /proc)."""
         out = {}
         tick = os.sysconf("SC_CLK_TCK")
-        for nid, p in self.procs.items():
+        for nid in self.ids:
             try:
-                fields = Path(f"/proc/{p.pid}/stat").read_text().rsplit(")", 1)[1].split()
+                stat = Path(f"/proc/{self.supervisor.process(nid).pid}/stat").read_text()
+                fields = stat.rsplit(")", 1)[1].split()
                 out[nid] = (int(fields[11]) + int(fields[12])) / tick
             except (OSError, IndexError, ValueError):
                 out[nid] = float("nan")
@@ -356,41 +354,6 @@ def _fmt(v: float | None, digits: int = 3) -> str:
     return "-" if v is None else f"{v:.{digits}f}"
 
 
-def build_arg_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m raftmq.dledger.tools.bench", description=__doc__.split("\n\n")[0])
-    add_arguments(p)
-    return p
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--flush", default="async,sync", help="comma-separated flush policies (default async,sync)")
-    p.add_argument("--duration", type=float, default=5.0, help="throughput window in seconds (default 5)")
-    p.add_argument("--warmup", type=float, default=1.0, help="seconds of load before the window (default 1)")
-    p.add_argument("--outstanding", type=int, default=1000, help="proposals in flight (default 1000)")
-    p.add_argument("--connections", type=int, default=4, help="client connections for the throughput run")
-    p.add_argument("--samples", type=int, default=2000, help="single-proposal latency samples (default 2000)")
-    p.add_argument("--payload-bytes", type=int, default=1024)
-    p.add_argument("--baseline", choices=("pysyncobj",), default=None, help="also measure this engine")
-    p.add_argument("--json", action="store_true", help="one JSON object per line per measurement")
-    p.add_argument("--profile", action="store_true", help="cProfile the dledger nodes; keep the stats")
-    p.add_argument("--base-dir", default=None, help="where the temporary data dirs go")
-
-
-def config_from_args(args: argparse.Namespace) -> BenchConfig:
-    return BenchConfig(
-        flushes=tuple(f.strip() for f in args.flush.split(",") if f.strip()),
-        duration_s=args.duration,
-        warmup_s=args.warmup,
-        outstanding=args.outstanding,
-        connections=args.connections,
-        latency_samples=args.samples,
-        payload_bytes=args.payload_bytes,
-        baseline=args.baseline,
-        base_dir=args.base_dir,
-        profile=args.profile,
-    )
-
-
 def run_cli(cfg: BenchConfig, as_json: bool) -> int:
     """Run and print; the entry point shared by ``python -m`` and ``raftmq bench log``."""
     def emit(r: dict[str, Any]) -> None:
@@ -417,16 +380,49 @@ def run_cli(cfg: BenchConfig, as_json: bool) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_arg_parser().parse_args(argv)
+def _flushes(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
+    flushes = tuple(f.strip() for f in value.split(",") if f.strip())
+    bad = [f for f in flushes if f not in ("async", "sync")]
+    if bad or not flushes:
+        raise click.BadParameter(f"{value!r}: give async, sync or async,sync")
+    return flushes
+
+
+@click.command("python -m raftmq.dledger.tools.bench", cls=ToolCommand, help=__doc__.split("\n\n")[0],
+               context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--flush", "flushes", default="async,sync", show_default=True, callback=_flushes,
+              help="Comma-separated flush policies to measure (async: write, fsync in the background; "
+                   "sync: fsync before an entry counts).")
+@click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=5.0, show_default=True,
+              help="Throughput window in seconds.")
+@click.option("--warmup", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Seconds of load before the throughput window.")
+@click.option("--outstanding", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Proposals kept in flight during the throughput run.")
+@click.option("--connections", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Client connections for the throughput run.")
+@click.option("--samples", type=click.IntRange(min=0), default=2000, show_default=True,
+              help="Single-proposal latency samples.")
+@click.option("--payload-bytes", type=click.IntRange(min=1), default=1024, show_default=True,
+              help="Size of one proposal in bytes.")
+@click.option("--baseline", type=click.Choice(["pysyncobj"]), default=None,
+              help="Also measure this engine (needs the bench extra: pysyncobj).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per line per measurement.")
+@click.option("--profile", is_flag=True, help="cProfile the dledger nodes and keep the stats and data.")
+@click.option("--base-dir", type=click.Path(file_okay=False), default=None,
+              help="Where the temporary data directories go (default: the system's temp directory).")
+def main(flushes: tuple[str, ...], duration: float, warmup: float, outstanding: int, connections: int,
+         samples: int, payload_bytes: int, baseline: str | None, as_json: bool, profile: bool,
+         base_dir: str | None) -> None:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")
     try:
-        cfg = config_from_args(args)
+        cfg = BenchConfig(flushes=flushes, duration_s=duration, warmup_s=warmup, outstanding=outstanding,
+                          connections=connections, latency_samples=samples, payload_bytes=payload_bytes,
+                          baseline=baseline, base_dir=base_dir, profile=profile)
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return run_cli(cfg, args.json)
+        raise click.UsageError(str(exc)) from None
+    sys.exit(run_cli(cfg, as_json))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

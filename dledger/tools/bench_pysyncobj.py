@@ -25,7 +25,6 @@ and it does so inside ``main``.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import signal
@@ -35,8 +34,11 @@ import threading
 import zlib
 from typing import Any
 
+import click
 import msgpack
 
+from raftmq.client.local.tool_command import LOG_LEVELS, ToolCommand
+from raftmq.dledger.runtime import parse_addr
 from raftmq.dledger.tools.kvnode import FrameReader, encode_frame
 
 log = logging.getLogger(__name__)
@@ -135,19 +137,40 @@ class _Connection:
             self._reply(encode_frame([rid, "bad_request", f"unknown operation {op!r}"]))
 
 
-def main(argv: list[str] | None = None) -> int:
-    from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
+def _addr(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    try:
+        parse_addr(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value
 
-    p = argparse.ArgumentParser(prog="python -m raftmq.dledger.tools.bench_pysyncobj")
-    p.add_argument("--self", dest="self_addr", required=True, help="this node's Raft address host:port")
-    p.add_argument("--partners", required=True, help="the other nodes' Raft addresses, comma-separated")
-    p.add_argument("--client-addr", required=True)
-    p.add_argument("--data-dir", required=True)
-    p.add_argument("--no-batch", action="store_true",
-                   help="appendEntriesUseBatch=False: send each command at once instead of every appendEntriesPeriod")
-    p.add_argument("--log-level", default="WARNING")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=getattr(logging, args.log_level.upper(), logging.WARNING), stream=sys.stderr,
+
+def _partners(ctx: click.Context, param: click.Parameter, value: str) -> list[str]:
+    addrs = [a.strip() for a in value.split(",") if a.strip()]
+    for a in addrs:
+        _addr(ctx, param, a)
+    return addrs
+
+
+@click.command("python -m raftmq.dledger.tools.bench_pysyncobj", cls=ToolCommand,
+               help="A pysyncobj node for the log benchmark's baseline, with the demo KV node's client protocol.",
+               context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--self", "self_addr", required=True, callback=_addr, help="This node's Raft address host:port.")
+@click.option("--partners", required=True, callback=_partners,
+              help="The other nodes' Raft addresses, comma-separated host:port.")
+@click.option("--client-addr", required=True, callback=_addr, help="host:port of the client listener.")
+@click.option("--data-dir", required=True, type=click.Path(file_okay=False),
+              help="Where pysyncobj keeps its journal and dump files.")
+@click.option("--no-batch", is_flag=True,
+              help="appendEntriesUseBatch=False: send each command at once instead of every appendEntriesPeriod.")
+@click.option("--log-level", type=LOG_LEVELS, default="WARNING", show_default=True, help="Logging level (stderr).")
+def main(self_addr: str, partners: list[str], client_addr: str, data_dir: str, no_batch: bool,
+         log_level: str) -> None:
+    try:
+        from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
+    except ImportError:
+        raise click.ClickException("pysyncobj is not installed (pip install 'raftmq[bench]')") from None
+    logging.basicConfig(level=getattr(logging, log_level.upper()), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
     class LogObj(SyncObj):  # type: ignore[misc]
@@ -162,15 +185,15 @@ def main(argv: list[str] | None = None) -> int:
             self.crc = zlib.crc32(data, self.crc)
             return self.count
 
-    os.makedirs(args.data_dir, exist_ok=True)
+    os.makedirs(data_dir, exist_ok=True)
     conf = SyncObjConf(
-        journalFile=os.path.join(args.data_dir, "journal"),
-        fullDumpFile=os.path.join(args.data_dir, "dump"),
-        appendEntriesUseBatch=not args.no_batch,
+        journalFile=os.path.join(data_dir, "journal"),
+        fullDumpFile=os.path.join(data_dir, "dump"),
+        appendEntriesUseBatch=not no_batch,
     )
-    obj = LogObj(args.self_addr, [a for a in args.partners.split(",") if a], conf)
+    obj = LogObj(self_addr, partners, conf)
 
-    host, _, port = args.client_addr.rpartition(":")
+    host, _, port = client_addr.rpartition(":")
     listener = socket.create_server((host, int(port)), reuse_port=False)
     stop = threading.Event()
 
@@ -194,12 +217,11 @@ def main(argv: list[str] | None = None) -> int:
             _Connection(sock, obj, FAIL_REASON)
 
     threading.Thread(target=accept_loop, daemon=True).start()
-    log.info("pysyncobj node %s client listener on %s", args.self_addr, args.client_addr)
+    log.info("pysyncobj node %s client listener on %s", self_addr, client_addr)
     while not stop.wait(0.5):
         pass
     obj.destroy()
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

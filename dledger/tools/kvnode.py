@@ -33,7 +33,6 @@ longer than ``MAX_FRAME_BYTES`` closes the connection.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import functools
 import logging
@@ -43,9 +42,11 @@ import sys
 import zlib
 from typing import Any, Callable, Final, cast
 
+import click
 import msgpack
 
 from raftmq.dledger.errors import DLedgerError, LeadershipLost, NotLeader, ProposalDropped
+from raftmq.client.local.tool_command import LOG_LEVELS, ToolCommand
 from raftmq.dledger.runtime import DLedger, NodeConfig, parse_addr
 
 log = logging.getLogger(__name__)
@@ -321,35 +322,25 @@ def parse_peers(text: str) -> dict[str, str]:
     return peers
 
 
-def build_arg_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m raftmq.dledger.tools.kvnode", description=__doc__.split("\n\n")[0])
-    p.add_argument("--id", required=True, help="this node's id (one of --peers)")
-    p.add_argument("--group", required=True, help="Raft group name")
-    p.add_argument("--peers", required=True, help="every member: id=host:port,... (Raft addresses)")
-    p.add_argument("--client-addr", required=True, help="host:port of the client listener")
-    p.add_argument("--data-dir", required=True)
-    p.add_argument("--flush", choices=("async", "sync"), default="async")
-    p.add_argument("--segment-bytes", type=int, default=1 << 30)
-    p.add_argument("--bootstrap", action="store_true",
-                   help="the first start of a new group: an empty data directory may vote (see NodeConfig.bootstrap)")
-    p.add_argument("--log-level", default="INFO")
-    p.add_argument("--profile", metavar="FILE", help="run under cProfile and write pstats to FILE on exit")
-    return p
+def _peers(ctx: click.Context, param: click.Parameter, value: str) -> dict[str, str]:
+    try:
+        return parse_peers(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc).removeprefix("--peers: ")) from None
 
 
-async def run_node(args: argparse.Namespace) -> int:
-    config = NodeConfig(
-        node_id=args.id,
-        group=args.group,
-        peers=parse_peers(args.peers),
-        data_dir=args.data_dir,
-        flush=args.flush,
-        segment_bytes=args.segment_bytes,
-        bootstrap=args.bootstrap,
-    )
+def _addr(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    try:
+        parse_addr(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value
+
+
+async def run_node(config: NodeConfig, client_addr: str) -> int:
     sm = KvStateMachine()
     node = DLedger(config, sm)
-    server = KvServer(node, sm, args.client_addr)
+    server = KvServer(node, sm, client_addr)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -357,7 +348,7 @@ async def run_node(args: argparse.Namespace) -> int:
     await node.start()
     try:
         await server.start()
-        log.info("node=%s client listener on %s flush=%s", args.id, args.client_addr, args.flush)
+        log.info("node=%s client listener on %s flush=%s", config.node_id, client_addr, config.flush)
         while not stop.is_set() and node.failed is None:
             try:
                 await asyncio.wait_for(stop.wait(), 0.5)
@@ -367,28 +358,49 @@ async def run_node(args: argparse.Namespace) -> int:
         await server.stop()
         await node.stop()
     if node.failed is not None:
-        log.critical("node=%s stopped after a fatal error: %r", args.id, node.failed)
+        log.critical("node=%s stopped after a fatal error: %r", config.node_id, node.failed)
         return 1
-    log.info("node=%s stopped", args.id)
+    log.info("node=%s stopped", config.node_id)
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_arg_parser().parse_args(argv)
+@click.command("python -m raftmq.dledger.tools.kvnode", cls=ToolCommand, help=__doc__.split("\n\n")[0],
+               context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--id", "node_id", required=True, help="This node's id (one of --peers).")
+@click.option("--group", required=True, help="Raft group name.")
+@click.option("--peers", required=True, callback=_peers,
+              help="Every member with its Raft address: id=host:port,id=host:port,...")
+@click.option("--client-addr", required=True, callback=_addr, help="host:port of the client listener (protocol above).")
+@click.option("--data-dir", required=True, type=click.Path(file_okay=False), help="Where the node keeps its log.")
+@click.option("--flush", type=click.Choice(["async", "sync"]), default="async", show_default=True,
+              help="async: an entry counts once written, fsync in the background; sync: once fsync'ed.")
+@click.option("--segment-bytes", type=click.IntRange(min=1), default=1 << 30, show_default=True,
+              help="Size of one log segment file in bytes.")
+@click.option("--bootstrap", is_flag=True,
+              help="The first start of a new group: an empty data directory may vote (see NodeConfig.bootstrap).")
+@click.option("--log-level", type=LOG_LEVELS, default="INFO", show_default=True, help="Logging level (stderr).")
+@click.option("--profile", metavar="FILE", default=None, help="Run under cProfile and write pstats to FILE on exit.")
+def main(node_id: str, group: str, peers: dict[str, str], client_addr: str, data_dir: str, flush: str,
+         segment_bytes: int, bootstrap: bool, log_level: str, profile: str | None) -> None:
+    try:
+        config = NodeConfig(node_id=node_id, group=group, peers=peers, data_dir=data_dir, flush=flush,
+                            segment_bytes=segment_bytes, bootstrap=bootstrap)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     logging.basicConfig(
-        level=getattr(logging, args.log_level.upper(), logging.INFO),
+        level=getattr(logging, log_level.upper()),
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
-    if args.profile:
+    if profile:
         import cProfile
 
         prof = cProfile.Profile()
         try:
-            return prof.runcall(asyncio.run, run_node(args))
+            sys.exit(prof.runcall(asyncio.run, run_node(config, client_addr)))
         finally:
-            prof.dump_stats(args.profile)
-    return asyncio.run(run_node(args))
+            prof.dump_stats(profile)
+    sys.exit(asyncio.run(run_node(config, client_addr)))
 
 
 # ---------------------------------------------------------------------------
@@ -519,4 +531,4 @@ class KvClient:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -1,6 +1,8 @@
-"""A real broker group for tests: N ``python -m broker`` processes on 127.0.0.1
-with allocated ports, each its own OS process. ``stop()`` always kills every
-process it started; tests wait on observed conditions with deadlines."""
+"""A real broker group for tests: N ``python -m raftmq.broker`` processes on
+127.0.0.1 with allocated ports, each its own OS process, run by the
+local-group supervisor (client/local/supervisor.py) with TOML from
+client/local/node_toml.py. ``stop()`` always kills every process it started;
+tests wait on observed conditions with deadlines."""
 
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from raftmq.client.local.node_toml import node_toml
+from raftmq.client.local.supervisor import Supervisor
 from tests.ports import free_ports
 
 REPO = Path(__file__).resolve().parents[2]
@@ -31,7 +35,12 @@ class BrokerNode:
     data_dir: Path
     config_path: Path
     log_path: Path
-    proc: subprocess.Popen[bytes] | None = None
+    supervisor: Supervisor = field(repr=False, default_factory=Supervisor)  # the group's
+
+    @property
+    def proc(self) -> subprocess.Popen[bytes] | None:
+        """The node's current (or last) process, None before its first start."""
+        return self.supervisor.process(self.id).popen if self.id in self.supervisor.names() else None
 
 
 def http(method: str, url: str, body: Any = None, *, ctype: str = "application/json", raw: bytes | None = None,
@@ -75,6 +84,7 @@ class BrokerGroup:
     bootstrap: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
     nodes: list[BrokerNode] = field(default_factory=list)
+    supervisor: Supervisor = field(default_factory=Supervisor)
 
     def __post_init__(self) -> None:
         ports = free_ports(2 * self.n)
@@ -83,50 +93,35 @@ class BrokerGroup:
             d = self.base / nid
             d.mkdir(parents=True, exist_ok=True)
             self.nodes.append(BrokerNode(nid, f"http://127.0.0.1:{ports[2 * i]}", f"127.0.0.1:{ports[2 * i + 1]}",
-                                         d / "data", d / "node.toml", d / "broker.log"))
+                                         d / "data", d / "node.toml", d / "broker.log", self.supervisor))
+        members = {m.id: (m.http_url, m.raft_addr) for m in self.nodes}
         for node in self.nodes:
-            lines = [f'node_id = "{node.id}"', f'group = "{self.group}"', f'data_dir = "{node.data_dir}"',
-                     f'flush = "{self.flush}"']
-            if self.bootstrap:
-                lines.append("bootstrap = true")
-            lines += [f"{k} = {json.dumps(v)}" for k, v in self.extra.items() if not isinstance(v, dict)]
-            for k, v in self.extra.items():
-                if isinstance(v, dict):
-                    lines += ["", f"[{k}]"] + [f"{kk} = {json.dumps(vv)}" for kk, vv in v.items()]
-            for m in self.nodes:
-                lines += ["", f"[members.{m.id}]", f'http_url = "{m.http_url}"', f'raft_addr = "{m.raft_addr}"']
-            node.config_path.write_text("\n".join(lines) + "\n")
+            extra = {"bootstrap": True} if self.bootstrap else {}
+            node.config_path.write_text(node_toml(node.id, self.group, str(node.data_dir), self.flush, members,
+                                                  {**extra, **self.extra}))
 
     def node(self, nid: str) -> BrokerNode:
         return next(n for n in self.nodes if n.id == nid)
 
     def start(self, nid: str | None = None) -> None:
         for node in self.nodes if nid is None else [self.node(nid)]:
-            if node.proc is not None and node.proc.poll() is None:
+            if self.supervisor.alive(node.id):
                 continue
-            logf = open(node.log_path, "ab")
             env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-            node.proc = subprocess.Popen([sys.executable, "-m", "raftmq.broker", "--config", str(node.config_path)],
-                                         stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
-            logf.close()
+            self.supervisor.start(node.id, [sys.executable, "-m", "raftmq.broker", "--config", str(node.config_path)],
+                                  node.log_path, env=env)
 
     def kill(self, nid: str, sig: int = signal.SIGKILL) -> None:
-        node = self.node(nid)
-        if node.proc is not None and node.proc.poll() is None:
-            node.proc.send_signal(sig)
-            if sig in (signal.SIGKILL, signal.SIGTERM):
-                node.proc.wait(15)
+        """Send ``sig``; for SIGKILL and SIGTERM, wait until the process has exited."""
+        self.node(nid)
+        if sig == signal.SIGKILL:
+            self.supervisor.kill(nid)
+        elif self.supervisor.send_signal(nid, sig) and sig == signal.SIGTERM:
+            self.supervisor.process(nid).popen.wait(15)  # type: ignore[union-attr]
 
     def stop(self) -> None:
-        for node in self.nodes:
-            if node.proc is not None and node.proc.poll() is None:
-                node.proc.kill()
-        for node in self.nodes:
-            if node.proc is not None:
-                try:
-                    node.proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    pass
+        """SIGKILL every process the group started (tests do not need a graceful stop)."""
+        self.supervisor.kill_all()
 
     def logs(self) -> str:
         out = []

@@ -1,8 +1,8 @@
 """Real dledger node processes on 127.0.0.1 for the integration tests.
 
 ``node_group`` makes ``NodeGroup``s: three ``python -m dledger.tools.kvnode``
-processes with allocated ports and data under the test's ``tmp_path``. The
-fixture kills every process it started when the test ends, whether it passed
+processes with allocated ports and data under the test's ``tmp_path``, run by
+the local-group supervisor (client/local/supervisor.py). The fixture kills every process it started when the test ends, whether it passed
 or failed, and prints the tail of each node's log (shown by pytest on failure).
 """
 
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any, Awaitable, Callable, Iterator, TypeVar
 
 import pytest
 
+from raftmq.client.local.supervisor import Supervisor
 from tests.ports import free_ports
 from raftmq.dledger.tools.kvnode import KvClient
 
@@ -39,52 +39,38 @@ class NodeGroup:
         self.ids = [f"n{i + 1}" for i in range(size)]
         self.raft_addr = {nid: f"127.0.0.1:{ports[i]}" for i, nid in enumerate(self.ids)}
         self.client_addr = {nid: f"127.0.0.1:{ports[size + i]}" for i, nid in enumerate(self.ids)}
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self._all_procs: list[subprocess.Popen[bytes]] = []
+        self.supervisor = Supervisor(stop_timeout_s=5)
 
     # -- processes -----------------------------------------------------------
     def log_path(self, nid: str) -> Path:
         return self.base_dir / f"{nid}.log"
 
     def start(self, nid: str) -> None:
-        assert nid not in self.procs or self.procs[nid].poll() is not None, f"{nid} is already running"
+        assert not self.supervisor.alive(nid), f"{nid} is already running"
         self.base_dir.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", "raftmq.dledger.tools.kvnode", "--id", nid, "--group", self.group_name,
                "--peers", ",".join(f"{p}={a}" for p, a in self.raft_addr.items()),
                "--client-addr", self.client_addr[nid], "--data-dir", str(self.base_dir / nid),
                "--flush", self.flush, "--segment-bytes", str(self.segment_bytes),
-               *(["--bootstrap"] if nid not in self.procs else [])]  # the group's first start
-        with open(self.log_path(nid), "ab") as err:
-            err.write(f"==== start {time.strftime('%H:%M:%S')} {' '.join(cmd)}\n".encode())
-            err.flush()
-            p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
-        self.procs[nid] = p
-        self._all_procs.append(p)
+               *(["--bootstrap"] if nid not in self.supervisor.names() else [])]  # the group's first start
+        self.supervisor.start(nid, cmd, self.log_path(nid), stdout_to_log=False,
+                              banner=f"==== start {time.strftime('%H:%M:%S')} {' '.join(cmd)}")
 
     def start_all(self) -> None:
         for nid in self.ids:
             self.start(nid)
 
     def kill(self, nid: str, sig: int = signal.SIGKILL) -> None:
-        p = self.procs[nid]
-        p.send_signal(sig)
-        p.wait(10)
+        """Send ``sig`` and wait (10 s at most) until the process has exited."""
+        self.supervisor.send_signal(nid, sig)
+        self.supervisor.process(nid).popen.wait(10)  # type: ignore[union-attr]
 
     def running(self) -> list[str]:
-        return [nid for nid, p in self.procs.items() if p.poll() is None]
+        return self.supervisor.running()
 
     def stop_all(self) -> None:
         """SIGTERM, then SIGKILL what is still running after 5 s. Never raises."""
-        for p in self._all_procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 5
-        for p in self._all_procs:
-            try:
-                p.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        self.supervisor.close()
 
     def log_tails(self, chars: int = 3000) -> str:
         out = []

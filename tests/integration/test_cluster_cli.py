@@ -85,3 +85,25 @@ def test_cluster_errors_are_one_line_and_non_zero(tmp_path: Path) -> None:
     assert r.stderr.strip().count("\n") == 0 and "no cluster found" in r.stderr
     r = run("cluster", "restart-node", "n9", "--base-dir", str(tmp_path / "nothing"))
     assert r.returncode == 1 and "no cluster found" in r.stderr
+
+
+def test_up_in_a_base_dir_with_a_quote_a_backslash_and_a_space(tmp_path: Path) -> None:
+    """The node TOML is written with a TOML library: any path reads back the same."""
+    import tomllib
+
+    base = tmp_path / 'a "quoted" back\\slash dir'
+    try:
+        up = run("cluster", "up", "--nodes", "1", "--base-dir", str(base), "--detach")
+        assert up.returncode == 0 and "<- leader" in up.stdout, up.stderr
+        conf = tomllib.loads((base / "n1" / "node.toml").read_text())
+        assert conf["data_dir"] == str(base / "n1" / "data")
+        assert any((base / "n1" / "data").iterdir())  # the node wrote its data there
+    finally:
+        run("cluster", "down", "--base-dir", str(base))
+        state = json.loads((base / "cluster.json").read_text()) if (base / "cluster.json").exists() else {"nodes": []}
+        for n in state["nodes"]:  # belt and braces: nothing outlives the test
+            if n.get("pid"):
+                try:
+                    os.kill(n["pid"], signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
