@@ -4,13 +4,16 @@ clock, one seeded ``random.Random`` driving everything.
 A *step* is one event, processed fully: a tick of every live node, the
 delivery of one message, or one client or fault action (a proposal, a
 leadership transfer, a forced campaign, a partition or its healing, a crash,
-a restart, a log compaction). After each event the affected node's ``Ready``
-is handled exactly as the runtime does (install snapshot, save hard state,
-append and flush entries, send messages, apply committed entries, advance)
-and ``invariants.Checker`` checks what changed. A crash may cut a Ready
-half-way (after the hard state, after the entries, after some messages):
-what was persisted survives in the node's memory stores, everything else is
-lost.
+a restart, a log compaction). After each event the affected node's
+``Ready`` is handled by the runtime's own driver (``dledger.driver``: install
+snapshot, save hard state, append and flush entries, send messages, apply
+committed entries, advance; a leader's new entries sent before its own
+write), on the node's memory stores and the simulated network, and
+``invariants.Checker`` checks what changed. A crash may stop a Ready at any of
+the driver's crash points (before anything, after a leader sent but before
+its own write, between the hard-state and entry writes, after persisting
+but before sending, after some messages, before advancing): what was
+persisted survives in the node's memory stores, everything else is lost.
 
 Peers of a crashed node are told, as the runtime tells them when a
 connection closes (``leader_unreachable``, ``follower_restarted``).
@@ -36,8 +39,9 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from raftmq.dledger.core.messages import EntryKind, Snapshot, SnapshotMeta
+from raftmq.dledger.core.messages import Entry, EntryKind, HardState, Snapshot, SnapshotMeta
 from raftmq.dledger.core.raft import CoreConfig, RaftCore, Role
+from raftmq.dledger.driver import CrashPoint, ReadyDriver, ReadyIO
 from raftmq.dledger.errors import NotLeader
 from raftmq.dledger.store.memory import ENTRY_HEADER_BYTES, MemoryHardStateStore, MemoryLogStore
 
@@ -49,6 +53,8 @@ DEFAULT_STEPS = 2000
 LIVENESS_TIMEOUTS = 20  # election timeouts the liveness phase may take
 LIVENESS_PROPOSALS = 5
 LIVENESS_RETRIES = 3
+# Where a crash inside a Ready may stop the driver (all of them, drawn uniformly).
+CRASH_POINTS: tuple[CrashPoint, ...] = tuple(CrashPoint)
 
 
 @dataclass(frozen=True)
@@ -136,6 +142,7 @@ class SimNode:
     storage: MemoryLogStore = field(default_factory=MemoryLogStore)
     hs_store: MemoryHardStateStore = field(default_factory=MemoryHardStateStore)
     core: Any = None
+    driver: Any = None  # the Ready driver of the current core
     incarnation: int = 0
     snapshot: Snapshot | None = None  # durable: the last snapshot taken or installed
     sm_index: int = 0  # applied index of the state machine
@@ -170,6 +177,7 @@ class Cluster:
         full_trace: bool = False,
         config: dict[str, Any] | None = None,
         net_cls: Callable[..., SimNetwork] = SimNetwork,
+        driver_cls: Callable[[ReadyIO], ReadyDriver] = ReadyDriver,
     ) -> None:
         self.seed = seed
         rng = self.rng = random.Random(seed)
@@ -203,6 +211,7 @@ class Cluster:
         )
         base.update(config or {})
         self.core_cls = core_cls
+        self.driver_cls = driver_cls
         self.notify_connection_close = True
         self.trace = Trace(full=full_trace)
         self.net = net_cls(rng, self._on_net_drop)
@@ -283,11 +292,13 @@ class Cluster:
         node.lead_term = None
         node.seen_role, node.seen_term = None, -1
         node.seen_commit = node.core.commit_index
+        node.driver = self._make_driver(node)
         self._process_ready(node)
         self._observe(node)
 
     def _crash(self, node: SimNode, how: str) -> None:
         node.core = None
+        node.driver = None
         node.pending = {}
         node.lead_term = None
         lost = self.net.purge(node.id, inbound=True, outbound=self.rng.random() < 0.5)
@@ -322,60 +333,94 @@ class Cluster:
             self._observe(other)
 
     # ------------------------------------------------------------------
-    # the Ready loop (the runtime's job), with the checks hooked in
+    # the Ready loop: the runtime's driver on memory stores, checks hooked in
     # ------------------------------------------------------------------
-    def _process_ready(self, node: SimNode, cut: int | None = None) -> None:
+    def _make_driver(self, node: SimNode) -> ReadyDriver:
+        """The runtime's Ready driver (``dledger.driver``) for ``node``'s current
+        core, on its memory stores and the simulated network, with the
+        invariant checks hooked into each write, send and apply."""
         core = node.core
         chk = self.checker
+
+        def install_snapshot(snap: Snapshot) -> None:
+            chk.on_storage_reset(node, snap)
+            node.storage.reset(snap.meta)
+            node.snapshot = snap
+            node.sm_index, node.sm_chain = decode_snapshot_data(snap.data)
+            core.set_snapshot(snap)  # as the runtime does: it may serve it as leader later
+            self.stats["snapshots_installed"] += 1
+            self._ev("install", node.id, f"upto={snap.meta.index}/{snap.meta.term}")
+
+        def save_hard_state(hs: HardState) -> None:
+            chk.on_hard_state(node, node.hs_store.load(), hs)
+            node.hs_store.save(hs)
+
+        def append(entries: tuple[Entry, ...]) -> None:
+            lt = node.lead_term
+            was_leader = lt if (lt is not None and core.role is Role.LEADER and core.term == lt) else None
+            chk.before_append(node, entries, was_leader)
+            node.storage.append(entries)  # durable at once: the memory store is this node's "disk"
+            chk.after_append(node, entries)
+
+        def send(m: Any) -> None:
+            chk.on_send(node, m)
+            self._send(m)
+
+        def apply(entries: tuple[Entry, ...]) -> None:
+            term_now = core.term
+            for e in entries:
+                self._apply(node, e, term_now)
+
+        return self.driver_cls(ReadyIO(
+            is_leader=lambda: core.role is Role.LEADER,
+            install_snapshot=install_snapshot,
+            save_hard_state=save_hard_state,
+            append=append,
+            flush=node.storage.flush,
+            send=send,
+            flush_transport=lambda: None,
+            apply=apply,
+            advance=core.advance,
+        ))
+
+    def _process_ready(self, node: SimNode, cut: CrashPoint | None = None) -> None:
+        """Handle ``node``'s Readies until it has none. With ``cut``, the node
+        crashes inside its first Ready at that point (or, if that Ready never
+        reaches it, right after that Ready): what its stores hold survives."""
+        core = node.core
+        handle = node.driver.handle
         for _ in range(1000):
             if not core.has_ready():
                 break
             rd = core.ready()
-            if cut == 0:
-                return self._crash(node, "before-persist")
-            snap = rd.snapshot
-            if snap is not None:
-                chk.on_storage_reset(node, snap)
-                node.storage.reset(snap.meta)
-                node.snapshot = snap
-                node.sm_index, node.sm_chain = decode_snapshot_data(snap.data)
-                core.set_snapshot(snap)  # as the runtime does: it may serve it as leader later
-                self.stats["snapshots_installed"] += 1
-                self._ev("install", node.id, f"upto={snap.meta.index}/{snap.meta.term}")
-            if rd.hard_state is not None:
-                old = node.hs_store.load()
-                chk.on_hard_state(node, old, rd.hard_state)
-                node.hs_store.save(rd.hard_state)
-            if cut == 1:
-                return self._crash(node, "after-hardstate")
-            if rd.entries:
-                lt = node.lead_term
-                was_leader = lt if (lt is not None and core.role is Role.LEADER and core.term == lt) else None
-                chk.before_append(node, rd.entries, was_leader)
-                node.storage.append(rd.entries)
-                node.storage.flush()
-                chk.after_append(node, rd.entries)
-            if cut == 2:
-                return self._crash(node, "after-entries")
-            msgs = rd.messages
-            if cut == 3:
-                msgs = msgs[: self.rng.randint(0, len(msgs))]
-            for m in msgs:
-                chk.on_send(node, m)
-                self._send(m)
-            if cut == 3:
-                return self._crash(node, f"after-{len(msgs)}-of-{len(rd.messages)}-msgs")
-            if rd.committed:
-                term_now = core.term
-                for e in rd.committed:
-                    self._apply(node, e, term_now)
-            if cut == 4:
-                return self._crash(node, "before-advance")
-            core.advance(rd)
+            if cut is None:
+                handle(rd)
+                continue
+            stop_at, how = self._stopper(cut, len(rd.messages))
+            stopped = handle(rd, stop_at)
+            return self._crash(node, how() if stopped is not None else "after-ready")
         else:
             raise Violation("ready-converges", f"{node.id} still has a Ready after 1000 rounds")
         if cut is not None:
             self._crash(node, "after-ready")
+
+    def _stopper(self, cut: CrashPoint, n_msgs: int) -> tuple[Callable[[CrashPoint], bool], Callable[[], str]]:
+        """A ``stop_at`` for the driver that stops at ``cut`` (for ``DURING_SEND``:
+        after a random number of the Ready's ``n_msgs`` messages, all of them
+        included, then before applying), and a function naming where it stopped."""
+        if cut is not CrashPoint.DURING_SEND:
+            return (lambda p: p is cut), lambda: cut.value
+        keep = self.rng.randint(0, n_msgs)
+        sent = [0]
+
+        def stop_at(p: CrashPoint) -> bool:
+            if p is CrashPoint.DURING_SEND:
+                if sent[0] == keep:
+                    return True
+                sent[0] += 1
+            return p is CrashPoint.AFTER_SEND
+
+        return stop_at, lambda: f"after-{sent[0]}-of-{n_msgs}-msgs"
 
     def _send(self, m: Any) -> None:
         dst = self.nodes.get(m.dst)
@@ -472,7 +517,7 @@ class Cluster:
             self._process_ready(node)
             self._observe(node)
 
-    def _deliver(self, cut: int | None = None, m: Any = None) -> None:
+    def _deliver(self, cut: CrashPoint | None = None, m: Any = None) -> None:
         if m is None:
             m = self.net.pop_due()
         node = self.nodes[m.dst]
@@ -497,8 +542,9 @@ class Cluster:
         self.propose_to(node)
         return True
 
-    def propose_to(self, node: SimNode) -> int | None:
-        """Propose fresh unique data at ``node``; returns the index, None on NotLeader."""
+    def propose_to(self, node: SimNode, cut: CrashPoint | None = None) -> int | None:
+        """Propose fresh unique data at ``node``; returns the index, None on NotLeader.
+        With ``cut``, ``node`` crashes at that point of the Ready that follows."""
         self.proposal_no += 1
         data = b"p%d" % self.proposal_no
         core = node.core
@@ -511,7 +557,7 @@ class Cluster:
         self.stats["proposals"] += 1
         node.pending[idx] = (core.term, data)
         self._ev("propose", node.id, data.decode(), f"-> {idx}/{core.term}")
-        self._process_ready(node)
+        self._process_ready(node, cut)
         self._observe(node)
         return idx
 
@@ -579,11 +625,19 @@ class Cluster:
             return False
         node = live[self.rng.randrange(len(live))]
         if self.rng.random() < self.mix.mid_ready_crash:
-            # Crash while handling a message: cut its Ready at a random point.
+            # Crash while handling a message (or, at a leader, a proposal: the
+            # Ready that sends new entries before writing them): stop the
+            # driver at a random one of its crash points.
+            cut = CRASH_POINTS[self.rng.randrange(len(CRASH_POINTS))]
+            if node.core.role is Role.LEADER and self.rng.random() < 0.5:
+                self._ev("crash-in", node.id, "propose", f"cut={cut.value}")
+                self.propose_to(node, cut=cut)
+                if node.core is not None:  # NotLeader (a transfer under way): crash anyway
+                    self._crash(node, "idle")
+                return True
             m = self.net.take_due_for(node.id, self.rng.randrange)
             if m is not None:
-                cut = self.rng.randint(0, 4)
-                self._ev("crash-in", node.id, f"cut={cut}")
+                self._ev("crash-in", node.id, f"cut={cut.value}")
                 self._deliver(cut=cut, m=m)
                 if node.core is not None:  # dropped on the way: crash anyway
                     self._crash(node, "idle")
@@ -799,6 +853,7 @@ def run_seed(
     liveness: bool = True,
     config: dict[str, Any] | None = None,
     quiet: bool = False,
+    driver_cls: Callable[[ReadyIO], ReadyDriver] = ReadyDriver,
 ) -> SimResult:
     """Run one seed: ``steps`` fault steps, then (``liveness``) the liveness phase.
 
@@ -806,7 +861,8 @@ def run_seed(
     seed, step and invariant in its message; the last events are printed."""
     cluster = None
     try:
-        cluster = Cluster(seed, nodes, mix=mix, core_cls=core_cls, full_trace=full_trace, config=config)
+        cluster = Cluster(seed, nodes, mix=mix, core_cls=core_cls, full_trace=full_trace, config=config,
+                          driver_cls=driver_cls)
         cluster.run_faults(steps)
         if liveness:
             cluster.run_liveness()

@@ -16,7 +16,8 @@ import pytest
 
 from raftmq.dledger.core import quorum
 from raftmq.dledger.core.messages import AppendEntries, HardState, RequestVote, RequestVoteReply
-from raftmq.dledger.core.raft import RaftCore
+from raftmq.dledger.core.raft import RaftCore, Ready
+from raftmq.dledger.driver import ReadyDriver
 
 from .cluster import SimFailure, run_seed
 from .invariants import Violation
@@ -123,21 +124,42 @@ class ForgetsToPersistItsVote(RaftCore):
 
 
 # ---------------------------------------------------------------------------
+# a broken Ready driver
+# ---------------------------------------------------------------------------
+class FollowerSendsBeforeAppending(ReadyDriver):
+    """A driver that forgets that only a leader may send before its own write
+    (thesis §10.2.1): a follower's Ready with new entries and no hard-state
+    change sends its success reply first, naming entries not yet durable
+    (§5.1, Figure 2), so the leader may count a copy a crash then loses."""
+
+    def sends_first(self, rd: Ready) -> bool:
+        return bool(rd.entries) and rd.hard_state is None and rd.snapshot is None
+
+
+class SendsBeforePersisting(ReadyDriver):
+    """A driver that sends every Ready's messages before its writes: votes
+    too leave before (term, voted_for) is saved."""
+
+    def sends_first(self, rd: Ready) -> bool:
+        return bool(rd.messages)
+
+
+# ---------------------------------------------------------------------------
 def first_violation(core_cls: Any, expected: set[str], *, nodes: int | None = None,
-                    mix: str | None = None) -> tuple[int, str]:
+                    mix: str | None = None, driver_cls: Any = ReadyDriver) -> tuple[int, str]:
     """Run seeds until one reports an invariant in ``expected``; returns (seed,
     invariant). Failures of other invariants are skipped (the real core's own
     liveness bugs, for instance, also show up with broken variants)."""
     others = []
     for seed in range(1, MAX_SEEDS + 1):
         try:
-            run_seed(seed, nodes, STEPS, core_cls=core_cls, mix=mix, quiet=True)
+            run_seed(seed, nodes, STEPS, core_cls=core_cls, mix=mix, quiet=True, driver_cls=driver_cls)
         except SimFailure as f:
             if f.invariant in expected:
                 return seed, f.invariant
             others.append((seed, f.invariant))
     raise AssertionError(
-        f"{core_cls.__name__} was not caught as {sorted(expected)} in {MAX_SEEDS} seeds; other failures: {others}"
+        f"{core_cls.__name__}/{driver_cls.__name__} was not caught as {sorted(expected)} in {MAX_SEEDS} seeds; other failures: {others}"
     )
 
 
@@ -163,6 +185,34 @@ def first_violation(core_cls: Any, expected: set[str], *, nodes: int | None = No
 def test_broken_core_is_caught(core_cls: Any, expected: set[str]) -> None:
     seed, invariant = first_violation(core_cls, expected)
     assert invariant in expected
+
+
+@pytest.mark.parametrize(
+    "driver_cls, expected",
+    [
+        pytest.param(FollowerSendsBeforeAppending, {"ack-durable"}, id="follower-acks-before-append"),
+        pytest.param(SendsBeforePersisting, {"vote-durable", "term-durable", "ack-durable"}, id="sends-everything-first"),
+    ],
+)
+def test_driver_sending_before_persisting_is_caught(driver_cls: Any, expected: set[str]) -> None:
+    """The runtime's own Ready order is what the simulation runs, so a driver
+    that lets a follower (or candidate) send before its write is caught: a
+    success reply naming an entry not yet durable (ack-durable), a vote or a
+    term sent before it is saved (vote-durable, term-durable)."""
+    seed, invariant = first_violation(RaftCore, expected, driver_cls=driver_cls)
+    assert invariant in expected
+
+
+def test_correct_driver_passes_the_seeds_that_catch_the_broken_ones() -> None:
+    """The control group for the broken drivers: the seeds on which they are
+    caught show no safety violation with the real driver."""
+    caught = {first_violation(RaftCore, {"ack-durable"}, driver_cls=FollowerSendsBeforeAppending)[0],
+              first_violation(RaftCore, {"vote-durable"}, driver_cls=SendsBeforePersisting)[0]}
+    for seed in sorted(caught):
+        try:
+            run_seed(seed, None, STEPS, quiet=True)
+        except SimFailure as f:
+            assert f.invariant == "liveness", f
 
 
 def test_votes_ignoring_logs_breaks_leader_completeness_in_five_node_groups() -> None:

@@ -123,7 +123,9 @@ def test_same_seed_gives_the_same_trace_in_another_process() -> None:
     )
     digests = set()
     for hash_seed in ("1", "2"):
-        env = dict(os.environ, PYTHONHASHSEED=hash_seed, PYTHONPATH=str(ROOT))
+        # Keep the caller's PYTHONPATH too: it may be what maps ``raftmq`` to this tree.
+        path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+        env = dict(os.environ, PYTHONHASHSEED=hash_seed, PYTHONPATH=path)
         out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
                              check=True)
         digests.add(out.stdout.strip())
