@@ -29,7 +29,7 @@ def _root(module: str) -> str:
 
 
 # The library modules; the command line (cli.py, cluster.py) starts other programs and is checked on its own.
-LIBRARY = ("__init__.py", "errors.py", "http.py", "loop.py", "producer.py", "consumer.py", "admin.py")
+LIBRARY = ("__init__.py", "errors.py", "http.py", "loop.py", "sync.py", "producer.py", "consumer.py", "admin.py")
 
 
 def test_client_library_imports_only_http_libraries_and_the_stdlib() -> None:
