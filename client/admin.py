@@ -12,7 +12,8 @@ from typing import Any, Iterable, cast
 
 from raftmq.client.consumer import ReceivedMessage, committed_offsets, group_path, topic_path
 from raftmq.client.errors import RaftMQError
-from raftmq.client.http import LoopThread, Transport, TransportConfig
+from raftmq.client.http import Transport, TransportConfig
+from raftmq.client.sync import SyncClient
 
 
 class Admin:
@@ -109,43 +110,22 @@ class Admin:
         return None
 
 
-class SyncAdmin:
+class SyncAdmin(SyncClient[Admin]):
     """A blocking ``Admin`` for scripts: every async method of ``Admin`` is
-    available here as a plain call (its own event loop in a thread)."""
+    available here as a plain call (its own event loop in a thread: ``client.sync``)."""
 
     def __init__(self, urls: Iterable[str] | str, **options: Any) -> None:
-        self._thread = LoopThread("raftmq-admin")
-
-        async def make() -> Admin:
-            a = Admin(urls, **options)
-            await a.start()
-            return a
-
-        try:
-            self._admin = self._thread.run(make())
-        except BaseException:
-            self._thread.stop()
-            raise
+        super().__init__("raftmq-admin", lambda: Admin(urls, **options))
 
     def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._admin, name)
+        if name.startswith("_"):  # not set yet (a failed start): never look it up on the Admin
+            raise AttributeError(name)
+        attr = getattr(self._client, name)
         if not asyncio.iscoroutinefunction(attr):
             return attr
 
         def call(*args: Any, **kw: Any) -> Any:
-            return self._thread.run(attr(*args, **kw))
+            return self._run(attr(*args, **kw))
 
         call.__doc__ = attr.__doc__
         return call
-
-    def close(self) -> None:
-        try:
-            self._thread.run(self._admin.close())
-        finally:
-            self._thread.stop()
-
-    def __enter__(self) -> "SyncAdmin":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

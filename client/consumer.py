@@ -54,6 +54,7 @@ from urllib.parse import quote
 
 from raftmq.client.errors import OffsetOutOfRange, RaftMQError, Timeout
 from raftmq.client.http import Transport, TransportConfig, split_options
+from raftmq.client.sync import SyncClient
 
 log = logging.getLogger(__name__)
 
@@ -841,56 +842,31 @@ class PushConsumer:
             # nobody else before that lease ends (and a new leader grants none for a whole lease).
 
 
-class SyncPullConsumer:
-    """A blocking ``PullConsumer`` for scripts (its own event loop in a thread)."""
+class SyncPullConsumer(SyncClient[PullConsumer]):
+    """A blocking ``PullConsumer`` for scripts (its own event loop in a thread: ``client.sync``)."""
 
     def __init__(self, urls: Iterable[str] | str, group: str, topic: str, **options: Any) -> None:
-        from raftmq.client.http import LoopThread
-
-        self._thread = LoopThread("raftmq-pull-consumer")
-
-        async def make() -> PullConsumer:
-            c = PullConsumer(urls, group, topic, **options)
-            await c.start()
-            return c
-
-        try:
-            self._consumer = self._thread.run(make())
-        except BaseException:
-            self._thread.stop()
-            raise
+        super().__init__("raftmq-pull-consumer", lambda: PullConsumer(urls, group, topic, **options))
 
     def pull(self, queue_id: int, offset: int | None = None, max_messages: int = 32, wait_ms: int = 0,
              tags: str | None = None) -> list[ReceivedMessage]:
-        return self._thread.run(self._consumer.pull(queue_id, offset, max_messages, wait_ms, tags))
+        return self._run(self._client.pull(queue_id, offset, max_messages, wait_ms, tags))
 
     def fetch(self, queue_id: int, offset: int | None = None, max_messages: int = 32, wait_ms: int = 0,
               tags: str | None = None) -> PullResult:
-        return self._thread.run(self._consumer.fetch(queue_id, offset, max_messages, wait_ms, tags))
+        return self._run(self._client.fetch(queue_id, offset, max_messages, wait_ms, tags))
 
     def seek(self, queue_id: int, offset: int) -> None:
-        self._consumer.seek(queue_id, offset)
+        self._client.seek(queue_id, offset)
 
     def position(self, queue_id: int) -> int | None:
-        return self._consumer.position(queue_id)
+        return self._client.position(queue_id)
 
     def commit(self, queue_id: int, offset: int | None = None, reset: bool = False) -> int:
-        return self._thread.run(self._consumer.commit(queue_id, offset, reset))
+        return self._run(self._client.commit(queue_id, offset, reset))
 
     def committed(self) -> dict[int, int | None]:
-        return self._thread.run(self._consumer.committed())
+        return self._run(self._client.committed())
 
     def queues(self) -> list[int]:
-        return self._thread.run(self._consumer.queues())
-
-    def close(self) -> None:
-        try:
-            self._thread.run(self._consumer.close())
-        finally:
-            self._thread.stop()
-
-    def __enter__(self) -> "SyncPullConsumer":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        return self._run(self._client.queues())

@@ -18,6 +18,12 @@ What the caller sees:
 ``NotLeader``, ``NoLeader``, ``OutcomeUnknown`` and ``Unavailable`` are what a
 node says during an election or a failover; the transport retries them and
 they only surface (as the ``last_error`` of a ``Timeout``) when it gives up.
+``CannotConnect`` is the ``Unavailable`` of a node that refused the connection
+(or did not accept it in time): the request never left, so nothing was applied.
+
+An error built from an answer that is not a broker's ``{"error": code, ...}``
+body (a web server or a proxy at that URL) has ``foreign_answer`` set, so a
+caller can say "that is not a RaftMQ broker" without reading the message.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ class RaftMQError(Exception):
 
     code: str = "error"
     status: int = 0
+    foreign_answer: bool = False  # set by from_response: the body was not a broker's error object
 
     def __init__(self, message: str, *, code: str | None = None, status: int | None = None,
                  details: dict[str, Any] | None = None) -> None:
@@ -83,6 +90,11 @@ class Unavailable(Retryable):
 
     code = "unavailable"
     status = 503
+
+
+class CannotConnect(Unavailable):
+    """No connection to the node (refused, unreachable, or the connect timed
+    out): the request was never sent, so nothing was applied."""
 
 
 # -- surfaced to the caller ------------------------------------------------------
@@ -206,6 +218,7 @@ def from_response(status: int, body: Any, retry_after: str | None = None,
         else:
             cls = ServerError
     err = cls(message, code=code or None, status=status, details=details)
+    err.foreign_answer = not code  # a broker always names its error; anything else is another server
     if isinstance(err, Retryable) and retry_after:
         try:
             err.retry_after_s = float(retry_after)

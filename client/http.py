@@ -48,6 +48,7 @@ import aiohttp
 import msgpack
 
 from raftmq.client.errors import (
+    CannotConnect,
     NotLeader,
     OutcomeUnknown,
     RaftMQError,
@@ -333,7 +334,7 @@ class Transport:
                 raise
             except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError, ConnectionRefusedError) as exc:
                 # Never reached the node (refused, or the connect timed out): nothing was applied.
-                last_error = Unavailable(f"{node}: cannot connect ({exc})")
+                last_error = CannotConnect(f"{node}: cannot connect ({exc})")
                 self._mark_down(node)
                 if url is not None:
                     raise last_error from exc

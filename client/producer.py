@@ -52,7 +52,8 @@ from urllib.parse import quote
 import msgpack
 
 from raftmq.client.errors import MessageTooLarge, RaftMQError, Rejected, TopicNotFound
-from raftmq.client.http import LoopThread, Transport, TransportConfig, split_options
+from raftmq.client.http import Transport, TransportConfig, split_options
+from raftmq.client.sync import SyncClient
 
 log = logging.getLogger(__name__)
 
@@ -485,50 +486,27 @@ def _fail(futs: list[asyncio.Future[SendResult]], exc: BaseException) -> None:
             f.set_exception(exc)
 
 
-class SyncProducer:
+class SyncProducer(SyncClient[Producer]):
     """A blocking facade over ``Producer`` for scripts: the producer runs on its
-    own event loop in a daemon thread. ``send`` blocks until the message is
-    stored; ``send_async`` returns a ``concurrent.futures.Future`` so many sends
-    can be outstanding (and batched) at once. Close it (or use ``with``)."""
+    own event loop in a daemon thread (``client.sync``). ``send`` blocks until
+    the message is stored; ``send_async`` returns a ``concurrent.futures.Future``
+    so many sends can be outstanding (and batched) at once. Close it (or use ``with``)."""
 
     def __init__(self, urls: Iterable[str] | str, config: ProducerConfig | None = None, **options: Any) -> None:
-        self._thread = LoopThread("raftmq-producer")
-        try:
-            self._producer = self._thread.run(self._create(urls, config, options))
-        except BaseException:
-            self._thread.stop()
-            raise
-
-    @staticmethod
-    async def _create(urls: Iterable[str] | str, config: ProducerConfig | None, options: dict[str, Any]) -> Producer:
-        p = Producer(urls, config, **options)
-        await p.start()
-        return p
+        super().__init__("raftmq-producer", lambda: Producer(urls, config, **options))
 
     @property
     def producer(self) -> Producer:
-        return self._producer
+        return self._client
 
     def send(self, topic: str, body: bytes | str, **kw: Any) -> SendResult:
-        return self._thread.run(self._producer.send(topic, body, **kw))
+        return self._run(self._client.send(topic, body, **kw))
 
     def send_async(self, topic: str, body: bytes | str, **kw: Any) -> concurrent.futures.Future[SendResult]:
-        return asyncio.run_coroutine_threadsafe(self._producer.send(topic, body, **kw), self._thread.loop)
+        return self._submit(self._client.send(topic, body, **kw))
 
     def send_batch(self, topic: str, messages: Iterable[Message | bytes | str | Mapping[str, Any]]) -> list[SendResult]:
-        return self._thread.run(self._producer.send_batch(topic, list(messages)))
+        return self._run(self._client.send_batch(topic, list(messages)))
 
     def flush(self) -> None:
-        self._thread.run(self._producer.flush())
-
-    def close(self) -> None:
-        try:
-            self._thread.run(self._producer.close())
-        finally:
-            self._thread.stop()
-
-    def __enter__(self) -> "SyncProducer":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        self._run(self._client.flush())

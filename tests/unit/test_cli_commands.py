@@ -1,4 +1,4 @@
-"""The data commands of ``raftmq`` (client/commands.py) without a broker:
+"""The data commands of ``raftmq`` (client/cli/) without a broker:
 argument parsing, output formats, the produce and consume loops over fakes,
 and the one-line errors against a server that is not there (a loopback port
 nothing listens on)."""
@@ -16,7 +16,8 @@ import click
 import pytest
 from click.testing import CliRunner, Result
 
-from raftmq.client import commands as cmd
+from raftmq.client.cli import consume as consume_mod, error_lines, message as message_mod, output
+from raftmq.client.cli import produce as produce_mod, servers as servers_mod, stdin as stdin_mod
 from raftmq.client.cli import main
 from raftmq.client.consumer import PullResult, ReceivedMessage
 from raftmq.client.errors import TopicNotFound, from_response
@@ -49,21 +50,21 @@ def msg(q: int, offset: int, body: bytes = b"x", **kw: Any) -> ReceivedMessage:
 # which servers
 # ----------------------------------------------------------------------
 def test_server_values_split_on_commas_and_spaces_and_accept_host_port() -> None:
-    s = cmd.parse_servers(["http://a:1,b:2", "c:3  http://a:1"], "option")
+    s = servers_mod.parse_servers(["http://a:1,b:2", "c:3  http://a:1"], "option")
     assert s.urls == ("http://a:1", "http://b:2", "http://c:3") and s.origin == "option"
 
 
 def test_without_server_the_local_group_file_is_used(tmp_path: Path) -> None:
     (tmp_path / "cluster.json").write_text(json.dumps({"nodes": [{"http_url": "http://127.0.0.1:7001"},
                                                                   {"http_url": "http://127.0.0.1:7002"}]}))
-    assert cmd.parse_servers([], "option", base_dir=tmp_path) == cmd.Servers(
+    assert servers_mod.parse_servers([], "option", base_dir=tmp_path) == servers_mod.Servers(
         ("http://127.0.0.1:7001", "http://127.0.0.1:7002"), "local")
 
 
 def test_without_server_or_local_group_the_default_url_is_used(tmp_path: Path) -> None:
-    assert cmd.parse_servers([], "option", base_dir=tmp_path) == cmd.Servers(("http://127.0.0.1:8081",), "default")
+    assert servers_mod.parse_servers([], "option", base_dir=tmp_path) == servers_mod.Servers(("http://127.0.0.1:8081",), "default")
     (tmp_path / "cluster.json").write_text("{not json")
-    assert cmd.parse_servers([], "option", base_dir=tmp_path).origin == "default"
+    assert servers_mod.parse_servers([], "option", base_dir=tmp_path).origin == "default"
 
 
 def test_help_says_what_the_default_server_is() -> None:
@@ -147,11 +148,11 @@ def test_error_line_says_where_the_servers_came_from(tmp_path: Path, monkeypatch
 
 
 def test_an_answer_that_is_not_the_brokers_is_one_line() -> None:
-    servers = cmd.Servers(("http://127.0.0.1:80",), "option")
+    servers = servers_mod.Servers(("http://127.0.0.1:80",), "option")
     html = b"<!DOCTYPE HTML>\n<html>\n<body>\n<h1>Error response</h1>\n</body>\n</html>\n"
-    line = cmd.error_line(from_response(404, html), servers, 5)
+    line = error_lines.error_line(from_response(404, html), servers, 5)
     assert line == "http://127.0.0.1:80 answered HTTP 404, not like a RaftMQ broker (check --server)"
-    assert cmd.error_line(from_response(404, {"error": "topic_not_found", "message": "topic 'x' does not exist"}),
+    assert error_lines.error_line(from_response(404, {"error": "topic_not_found", "message": "topic 'x' does not exist"}),
                           servers, 5) == "topic 'x' does not exist"
 
 
@@ -160,38 +161,38 @@ def test_an_answer_that_is_not_the_brokers_is_one_line() -> None:
 # ----------------------------------------------------------------------
 def test_message_line_keeps_one_line_per_message_and_shows_binary_as_base64() -> None:
     m = msg(2, 7, b"two\nlines", tags="T", keys=("a", "b"), properties={"p": "1"})
-    assert cmd.message_line(m) == "queue=2 offset=7 tags=T keys=a,b properties=p=1 msg_id=g-0000000000000007  two\\nlines"
-    assert cmd.message_line(msg(0, 1, b"\xff\xfe")).endswith("  base64://4=")
-    assert cmd.message_line(msg(0, 1, "héllo".encode()), with_topic=True).startswith("topic=t queue=0")
-    assert cmd.message_line(msg(0, 1, "héllo".encode())).endswith("  héllo")
+    assert output.message_line(m) == "queue=2 offset=7 tags=T keys=a,b properties=p=1 msg_id=g-0000000000000007  two\\nlines"
+    assert output.message_line(msg(0, 1, b"\xff\xfe")).endswith("  base64://4=")
+    assert output.message_line(msg(0, 1, "héllo".encode()), with_topic=True).startswith("topic=t queue=0")
+    assert output.message_line(msg(0, 1, "héllo".encode())).endswith("  héllo")
 
 
 def test_message_json_is_the_http_apis_form() -> None:
-    assert cmd.message_json(msg(0, 1, b"hi"))["body"] == "hi"
-    d = cmd.message_json(msg(0, 1, b"\xff"))
+    assert output.message_json(msg(0, 1, b"hi"))["body"] == "hi"
+    d = output.message_json(msg(0, 1, b"\xff"))
     assert d["body_b64"] == "/w==" and "body" not in d
 
 
 def test_send_results_as_lines_and_json() -> None:
     r = SendResult("g-00000000000000AA", 3, 41)
-    assert cmd.send_result_line(r, False) == "queue=3 offset=41 msg_id=g-00000000000000AA"
-    assert json.loads(cmd.send_result_line(r, True)) == {"queue_id": 3, "queue_offset": 41, "msg_id": "g-00000000000000AA"}
+    assert output.send_result_line(r, False) == "queue=3 offset=41 msg_id=g-00000000000000AA"
+    assert json.loads(output.send_result_line(r, True)) == {"queue_id": 3, "queue_offset": 41, "msg_id": "g-00000000000000AA"}
 
 
 def test_table_aligns_columns_and_shows_none_as_dash() -> None:
-    assert cmd.table(["queue_id", "offset"], [{"queue_id": 0, "offset": 12}, {"queue_id": 1, "offset": None}]) == [
+    assert output.table(["queue_id", "offset"], [{"queue_id": 0, "offset": 12}, {"queue_id": 1, "offset": None}]) == [
         "queue_id  offset", "0         12", "1         -"]
 
 
 def test_keys_and_properties_options() -> None:
-    assert cmd.split_keys(["a,b", " c ", "a,,"]) == ["a", "b", "c"]
-    assert cmd.parse_properties(["k=v", "x=a=b", "e="]) == {"k": "v", "x": "a=b", "e": ""}
+    assert produce_mod.split_keys(["a,b", " c ", "a,,"]) == ["a", "b", "c"]
+    assert produce_mod.parse_properties(["k=v", "x=a=b", "e="]) == {"k": "v", "x": "a=b", "e": ""}
     with pytest.raises(click.BadParameter):
-        cmd.parse_properties(["=v"])
+        produce_mod.parse_properties(["=v"])
 
 
 def test_timestamps_are_ms_or_iso_dates() -> None:
-    ts = cmd.TimestampParam()
+    ts = message_mod.TimestampParam()
     assert ts.convert("1700000000000", None, None) == 1700000000000
     assert ts.convert("2023-11-14T22:13:20+00:00", None, None) == 1700000000000
 
@@ -200,12 +201,12 @@ def test_timestamps_are_ms_or_iso_dates() -> None:
 # produce: lines in, results out in input order
 # ----------------------------------------------------------------------
 def test_stdin_lines_are_split_without_line_ends_and_blank_lines() -> None:
-    assert cmd.split_lines(b"ab", b"c\r\n\nd\n\r\ne") == ([b"abc", b"d"], b"e")
+    assert stdin_mod.split_lines(b"ab", b"c\r\n\nd\n\r\ne") == ([b"abc", b"d"], b"e")
 
 
 async def test_stdin_is_read_in_chunks_in_a_thread() -> None:
     stream = io.BytesIO(b"".join(b"line %d\n" % i for i in range(10)) + b"last")
-    chunks = [c async for c in cmd.StdinLines(stream, chunk_lines=4, max_chunks=2).chunks()]
+    chunks = [c async for c in stdin_mod.StdinLines(stream, chunk_lines=4, max_chunks=2).chunks()]
     assert [len(c) for c in chunks] == [4, 4, 2, 1]
     assert chunks[0][0] == b"line 0" and chunks[-1] == [b"last"]
 
@@ -235,7 +236,7 @@ async def chunks_of(*chunks: list[bytes]) -> Any:
 async def test_produce_prints_one_result_per_message_in_input_order(capsys: pytest.CaptureFixture[str]) -> None:
     p = FakeProducer()
     bodies = [b"m" * n for n in range(1, 40)]
-    await cmd.produce_stream(p, "t", chunks_of(bodies[:20], bodies[20:]), {"tags": "T"}, True)  # type: ignore[arg-type]
+    await produce_mod.produce_stream(p, "t", chunks_of(bodies[:20], bodies[20:]), {"tags": "T"}, True)  # type: ignore[arg-type]
     out = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert len(out) == 39
     by_body = {b: i for i, (b, _) in enumerate(p.sent)}
@@ -252,40 +253,40 @@ async def test_produce_stops_reading_after_a_failure_and_reports_the_counts(caps
             yield c
             await asyncio.sleep(0.05)  # the failure is known before the next chunk
 
-    with pytest.raises(cmd._PartialProduce) as info:
-        await cmd.produce_stream(FakeProducer(), "t", source(), {}, False)  # type: ignore[arg-type]
+    with pytest.raises(error_lines.PartialProduce) as info:
+        await produce_mod.produce_stream(FakeProducer(), "t", source(), {}, False)  # type: ignore[arg-type]
     assert (info.value.sent, info.value.failed) == (2, 1)
     assert len(read) == 1
     assert len(capsys.readouterr().out.splitlines()) == 2
-    line = cmd.error_line(info.value, cmd.Servers(("http://h:1",), "option"), 5)
+    line = error_lines.error_line(info.value, servers_mod.Servers(("http://h:1",), "option"), 5)
     assert line == "topic 't' does not exist (2 sent, 1 failed)"
 
 
 async def test_one_failed_message_raises_its_own_error() -> None:
     with pytest.raises(TopicNotFound):
-        await cmd.produce_stream(FakeProducer(), "t", chunks_of([b"bad"]), {}, False)  # type: ignore[arg-type]
+        await produce_mod.produce_stream(FakeProducer(), "t", chunks_of([b"bad"]), {}, False)  # type: ignore[arg-type]
 
 
 # ----------------------------------------------------------------------
 # consume: where to start, --max, commits
 # ----------------------------------------------------------------------
 def test_start_offset_is_committed_else_beginning_or_end() -> None:
-    assert cmd.start_offset(None, 3, 10, from_beginning=False) == 10  # RocketMQ: CONSUME_FROM_LAST_OFFSET
-    assert cmd.start_offset(None, 3, 10, from_beginning=True) == 3
-    assert cmd.start_offset(5, 3, 10, from_beginning=False) == 5
-    assert cmd.start_offset(1, 3, 10, from_beginning=False) == 3  # retention deleted offsets 1 and 2
-    assert cmd.start_offset(12, 3, 10, from_beginning=True) == 10
+    assert consume_mod.start_offset(None, 3, 10, from_beginning=False) == 10  # RocketMQ: CONSUME_FROM_LAST_OFFSET
+    assert consume_mod.start_offset(None, 3, 10, from_beginning=True) == 3
+    assert consume_mod.start_offset(5, 3, 10, from_beginning=False) == 5
+    assert consume_mod.start_offset(1, 3, 10, from_beginning=False) == 3  # retention deleted offsets 1 and 2
+    assert consume_mod.start_offset(12, 3, 10, from_beginning=True) == 10
 
 
 def test_max_cuts_a_batch_and_the_position_stops_after_the_last_message_printed() -> None:
-    p = cmd.ConsumeProgress({0: 0}, remaining=2)
+    p = consume_mod.ConsumeProgress({0: 0}, remaining=2)
     took = p.take(0, PullResult([msg(0, 0), msg(0, 3), msg(0, 4)], next_offset=5, max_offset=9))
     assert [m.queue_offset for m in took] == [0, 3] and p.positions[0] == 4 and p.done
     assert p.take(0, PullResult([msg(0, 4)], 5, 9)) == [] and p.positions[0] == 4
 
 
 def test_position_moves_past_messages_the_tag_filter_skipped() -> None:
-    p = cmd.ConsumeProgress({0: 0})
+    p = consume_mod.ConsumeProgress({0: 0})
     assert p.take(0, PullResult([], next_offset=7, max_offset=7)) == [] and p.positions[0] == 7
     assert p.to_commit(0) == 7
     p.committed[0] = 7
@@ -325,8 +326,8 @@ class FakePullConsumer:
 async def test_consume_reads_every_queue_in_order_and_commits_what_it_printed(
         capsys: pytest.CaptureFixture[str]) -> None:
     pc = FakePullConsumer({0: 300, 1: 2, 2: 0})
-    progress = cmd.ConsumeProgress({0: 0, 1: 0, 2: 0})
-    await cmd.consume_run(pc, [0, 1, 2], progress, group="g", follow=False, tags=None, as_json=True)  # type: ignore[arg-type]
+    progress = consume_mod.ConsumeProgress({0: 0, 1: 0, 2: 0})
+    await consume_mod.consume_run(pc, [0, 1, 2], progress, group="g", follow=False, tags=None, as_json=True)  # type: ignore[arg-type]
     out = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [(m["queue_id"], m["queue_offset"]) for m in out] == [(0, i) for i in range(300)] + [(1, 0), (1, 1)]
     assert pc.commits == [(0, 256), (0, 300), (1, 2), (2, 0)]
@@ -335,8 +336,8 @@ async def test_consume_reads_every_queue_in_order_and_commits_what_it_printed(
 
 async def test_follow_waits_for_new_messages_and_stops_at_max(capsys: pytest.CaptureFixture[str]) -> None:
     pc = FakePullConsumer({0: 1, 1: 0})
-    progress = cmd.ConsumeProgress({0: 1, 1: 0}, remaining=3)  # started at the end of queue 0
-    run = asyncio.create_task(cmd.consume_run(pc, [0, 1], progress, group=None, follow=True, tags=None,  # type: ignore[arg-type]
+    progress = consume_mod.ConsumeProgress({0: 1, 1: 0}, remaining=3)  # started at the end of queue 0
+    run = asyncio.create_task(consume_mod.consume_run(pc, [0, 1], progress, group=None, follow=True, tags=None,  # type: ignore[arg-type]
                                               as_json=False))
     await asyncio.sleep(0.05)
     assert not run.done() and capsys.readouterr().out == ""
@@ -367,7 +368,7 @@ def test_produce_sends_body_argument_bytes_and_options(monkeypatch: pytest.Monke
         async def __aexit__(self, *exc: object) -> None:
             pass
 
-    monkeypatch.setattr(cmd, "Producer", Recording)
+    monkeypatch.setattr(produce_mod, "Producer", Recording)
     r = invoke("produce", "--topic", "t", "--server", "h:1", "--keys", "a,b", "--keys", "c", "--tags", "T",
                "--property", "p=1", "--sharding-key", "s", "héllo")
     assert r.exit_code == 0, r.output
@@ -391,7 +392,7 @@ def test_produce_reads_binary_stdin_lines(monkeypatch: pytest.MonkeyPatch) -> No
         async def __aexit__(self, *exc: object) -> None:
             pass
 
-    monkeypatch.setattr(cmd, "Producer", Ctx)
+    monkeypatch.setattr(produce_mod, "Producer", Ctx)
     r = invoke("produce", "--topic", "t", "--server", "h:1", "--json", input=b"\xff\xfe\n\ntext\r\n")
     assert r.exit_code == 0, r.output
     assert sorted(b for b, _ in p.sent) == [b"text", b"\xff\xfe"] and len(r.stdout.splitlines()) == 2
