@@ -38,8 +38,7 @@ import click
 import msgpack
 
 from raftmq.client.local.tool_command import LOG_LEVELS, ToolCommand
-from raftmq.dledger.runtime import parse_addr
-from raftmq.dledger.tools.kvnode import FrameReader, encode_frame
+from raftmq.dledger.tools.kvnode import FrameReader, addr_option, encode_frame
 
 log = logging.getLogger(__name__)
 
@@ -137,28 +136,20 @@ class _Connection:
             self._reply(encode_frame([rid, "bad_request", f"unknown operation {op!r}"]))
 
 
-def _addr(ctx: click.Context, param: click.Parameter, value: str) -> str:
-    try:
-        parse_addr(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
-    return value
-
-
 def _partners(ctx: click.Context, param: click.Parameter, value: str) -> list[str]:
     addrs = [a.strip() for a in value.split(",") if a.strip()]
     for a in addrs:
-        _addr(ctx, param, a)
+        addr_option(ctx, param, a)
     return addrs
 
 
 @click.command("python -m raftmq.dledger.tools.bench_pysyncobj", cls=ToolCommand,
                help="A pysyncobj node for the log benchmark's baseline, with the demo KV node's client protocol.",
                context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--self", "self_addr", required=True, callback=_addr, help="This node's Raft address host:port.")
+@click.option("--self", "self_addr", required=True, callback=addr_option, help="This node's Raft address host:port.")
 @click.option("--partners", required=True, callback=_partners,
               help="The other nodes' Raft addresses, comma-separated host:port.")
-@click.option("--client-addr", required=True, callback=_addr, help="host:port of the client listener.")
+@click.option("--client-addr", required=True, callback=addr_option, help="host:port of the client listener.")
 @click.option("--data-dir", required=True, type=click.Path(file_okay=False),
               help="Where pysyncobj keeps its journal and dump files.")
 @click.option("--no-batch", is_flag=True,

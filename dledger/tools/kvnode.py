@@ -329,7 +329,8 @@ def _peers(ctx: click.Context, param: click.Parameter, value: str) -> dict[str, 
         raise click.BadParameter(str(exc).removeprefix("--peers: ")) from None
 
 
-def _addr(ctx: click.Context, param: click.Parameter, value: str) -> str:
+def addr_option(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """click callback: ``value`` must be host:port (the tools' address options)."""
     try:
         parse_addr(value)
     except ValueError as exc:
@@ -370,7 +371,7 @@ async def run_node(config: NodeConfig, client_addr: str) -> int:
 @click.option("--group", required=True, help="Raft group name.")
 @click.option("--peers", required=True, callback=_peers,
               help="Every member with its Raft address: id=host:port,id=host:port,...")
-@click.option("--client-addr", required=True, callback=_addr, help="host:port of the client listener (protocol above).")
+@click.option("--client-addr", required=True, callback=addr_option, help="host:port of the client listener (protocol above).")
 @click.option("--data-dir", required=True, type=click.Path(file_okay=False), help="Where the node keeps its log.")
 @click.option("--flush", type=click.Choice(["async", "sync"]), default="async", show_default=True,
               help="async: an entry counts once written, fsync in the background; sync: once fsync'ed.")
