@@ -127,7 +127,7 @@ class Broker:
     def __init__(self, config: BrokerConfig) -> None:
         self.config = config
         self.limits = config.limits
-        self.state = BrokerState(config.data_dir, config.group, self._position_of)
+        self.state = BrokerState(config.data_dir, config.group)
         # Retention works in time marks: a few hundred per retention period.
         self.state.mark_interval_ms = max(1, min(60_000, int(config.retention_hours * 3600 * 1000 / 100)))
         self._loading_started = time.monotonic()
@@ -162,15 +162,12 @@ class Broker:
         self._tasks: list[asyncio.Task[None]] = []
         self.started_at = time.time()
 
-    def _position_of(self, index: int) -> int:
-        return self.log.body_position(index)
-
     async def start(self) -> None:
         await self.log.start()
         self._tasks.append(asyncio.create_task(self._checkpointer(), name="broker-checkpoint"))
         self._tasks.append(asyncio.create_task(self._retention(), name="broker-retention"))
         if self.state.rebuild_reason is not None:
-            self._tasks.append(asyncio.create_task(self._report_rebuild(self.log.store.last_index()),
+            self._tasks.append(asyncio.create_task(self._report_rebuild(self.log.last_index()),
                                                    name="broker-rebuild-report"))
 
     async def _report_rebuild(self, last_index: int) -> None:
@@ -201,7 +198,7 @@ class Broker:
         while True:
             await asyncio.sleep(self.config.retention_check_interval_ms / 1000)
             upto = self.state.retention_index(int(time.time() * 1000) - retention_ms)
-            if upto < self.log.store.first_index():
+            if upto < self.log.first_index():
                 continue
             self.state.checkpoint()  # the ConsumeQueues must be durable before the log they index goes
             first = self.log.compact(upto)
@@ -670,36 +667,42 @@ class Broker:
     # ------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
         st = self.log.status()
-        role = st["role"]
         return {
             "node_id": self.config.node_id,
             "group": self.config.group,
-            "role": "candidate" if role == "pre_candidate" else role,
-            "term": st["term"],
-            "leader_id": st["leader_id"],
+            "role": _public_role(st.role),
+            "term": st.term,
+            "leader_id": st.leader_id,
             "leader_url": self.leader_url(),
-            "commit_index": st["commit_index"],
-            "applied_index": st["applied_index"],
+            "commit_index": st.commit_index,
+            "applied_index": st.applied_index,
             "healthy": self.log.failed is None,
         }
 
     def cluster(self) -> dict[str, Any]:
         st = self.log.status()
-        peers = st.get("peers", {})
-        last = st["last_index"]
+        last = st.last_index
         members = []
         for m in self.config.members.values():
+            match: int | None
             if m.id == self.config.node_id:
-                role, match = ("candidate" if st["role"] == "pre_candidate" else st["role"]), last
+                role, match = _public_role(st.role), last
             else:
-                role = "leader" if m.id == st["leader_id"] else "follower"
-                match = peers.get(m.id, {}).get("match_index") if peers else None
+                role = "leader" if m.id == st.leader_id else "follower"
+                peer = st.peers.get(m.id)
+                match = peer.match_index if peer is not None else None
             members.append({
                 "id": m.id, "http_url": m.http_url, "raft_addr": m.raft_addr, "role": role,
-                "match_index": match, "lag": (last - match) if (match is not None and peers) else None,
+                # Known on the leader only (it tracks its followers' progress).
+                "match_index": match, "lag": (last - match) if (match is not None and st.peers) else None,
             })
-        return {"group": self.config.group, "leader_id": st["leader_id"], "leader_url": self.leader_url(),
-                "term": st["term"], "members": members}
+        return {"group": self.config.group, "leader_id": st.leader_id, "leader_url": self.leader_url(),
+                "term": st.term, "members": members}
+
+
+def _public_role(role: str) -> str:
+    """The API names no pre-candidate: it is a candidate that has not yet raised its term."""
+    return "candidate" if role == "pre_candidate" else role
 
 
 async def _done(value: Any) -> Any:

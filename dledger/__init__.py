@@ -12,12 +12,15 @@ from raftmq.dledger.errors import (
     StateAheadOfLog,
     StorageFailure,
 )
+from raftmq.dledger.status import LogStatus, PeerStatus
 from raftmq.dledger.store.durable import fsync_dir, write_atomically
 
 __all__ = [
     "DLedger",
     "NodeConfig",
     "StateMachine",
+    "LogStatus",
+    "PeerStatus",
     "DLedgerError",
     "LeadershipLost",
     "NodeStopped",

@@ -75,7 +75,7 @@ class KvStateMachine:
         self.digest = 0
         self.kv: dict[Any, Any] = {}
 
-    def apply(self, index: int, payload: bytes) -> None:
+    def apply(self, index: int, payload: bytes, position: int) -> None:
         self.applied += 1
         self.last_index = index
         self.digest = zlib.crc32(payload, self.digest)
@@ -278,7 +278,7 @@ class KvServer:
             reply(frame([rid, "bad_request", f"unknown operation {op!r}"]))
 
     def status(self) -> dict[str, Any]:
-        st = self._node.status()
+        st = self._node.status().to_dict()
         st["client_addr"] = self.client_addr
         st["sm_applied"] = self._sm.applied
         failed = self._node.failed
