@@ -1,8 +1,9 @@
 """The broker as a plain object: everything the HTTP API offers, with no HTTP in it.
 
 ``Broker`` owns the dledger node and the applied ``BrokerState``. Writes
-(produce, topic changes, offset commits) are validated here, stamped by the
-leader (store time, queue choice, tag hashes) and proposed to the log; they
+(produce, topic changes, offset commits) are validated (a produce request by
+``broker.produce``, before it gets here), stamped by the leader (store time,
+queue choice, tag hashes) and proposed to the log; they
 return once the entry is committed on a majority and applied here. Reads
 serve applied (hence committed) data from the ConsumeQueue and the CommitLog,
 on any node, and check what they serve: a message read through a
@@ -222,6 +223,9 @@ class Broker:
         raise NoLeader()
 
     async def _propose(self, cmd: commands.Command) -> Any:
+        """The broker's one way into the log: propose ``cmd``, wait until it is
+        applied here, return the state machine's result; dledger's errors
+        become the broker's (redirect, 503, outcome unknown)."""
         try:
             _, result = await self.log.propose_future(commands.encode(cmd))
             return result
