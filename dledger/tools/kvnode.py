@@ -21,7 +21,7 @@ back in completion order, matched by the request id the client chose.
 |                                   | ``[id, "lost", message]`` (outcome unknown)    |
 |                                   | ``[id, "dropped", message]`` (never commits)   |
 |                                   | ``[id, "error", message]`` (node stopping)     |
-| ``[id, "status"]``                | ``[id, "ok", DLedger.status() + extras]``      |
+| ``[id, "status"]``                | ``[id, "ok", status().to_dict() + extras]``    |
 | ``[id, "state"]``                 | ``[id, "ok", {"applied", "last_index", "digest"}]`` |
 | ``[id, "state", {"keys": true}]`` | the same plus ``"keys"``: every key applied    |
 
