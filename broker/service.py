@@ -1,8 +1,9 @@
 """The broker as a plain object: everything the HTTP API offers, with no HTTP in it.
 
 ``Broker`` owns the dledger node and the applied ``BrokerState``. Writes
-(produce, topic changes, offset commits) are validated here, stamped by the
-leader (store time, queue choice, tag hashes) and proposed to the log; they
+(produce, topic changes, offset commits) are validated (a produce request by
+``broker.produce``, before it gets here), stamped by the leader (store time,
+queue choice, tag hashes) and proposed to the log; they
 return once the entry is committed on a majority and applied here. Reads
 serve applied (hence committed) data from the ConsumeQueue and the CommitLog,
 on any node, and check what they serve: a message read through a
@@ -19,21 +20,17 @@ import asyncio
 import itertools
 import logging
 import time
-import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from raftmq.broker import commands
 from raftmq.broker.commands import CommitOffset, CreateTopic, Produce
 from raftmq.broker.config import BrokerConfig
 from raftmq.broker.consumer_groups import ConsumerGroups
+from raftmq.broker.produce import OutMessage, Part, ProduceRequest, plan_produce
 from raftmq.broker.errors import (
-    BadRequest,
     InvalidArgument,
     MessageNotFound,
-    MessageTooLarge,
-    BatchTooLarge,
     NoLeader,
     NotLeaderError,
     OffsetOutOfRange,
@@ -55,7 +52,6 @@ from raftmq.broker.message import (
     format_msg_ids,
     parse_msg_id,
     record_view,
-    sharding_queue,
     tag_hash,
 )
 from raftmq.broker.statemachine import BrokerState, expand
@@ -78,19 +74,6 @@ log = logging.getLogger(__name__)
 TOPIC_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.%|")
 RECORD_PEEK_BYTES = 4096
 READ_SPAN_BYTES = 1 << 20  # one positional read covers nearby records up to this span
-
-
-@dataclass(slots=True)
-class OutMessage:
-    """What a producer sends: the body and its optional attributes."""
-
-    body: bytes
-    tags: str = ""
-    keys: tuple[str, ...] = ()
-    properties: dict[str, str] = field(default_factory=dict)
-    queue_id: int | None = None
-    sharding_key: str | None = None
-    born_ts_ms: int | None = None
 
 
 def validate_topic_name(name: Any) -> str:
@@ -127,7 +110,7 @@ class Broker:
     def __init__(self, config: BrokerConfig) -> None:
         self.config = config
         self.limits = config.limits
-        self.state = BrokerState(config.data_dir, config.group, self._position_of)
+        self.state = BrokerState(config.data_dir, config.group)
         # Retention works in time marks: a few hundred per retention period.
         self.state.mark_interval_ms = max(1, min(60_000, int(config.retention_hours * 3600 * 1000 / 100)))
         self._loading_started = time.monotonic()
@@ -155,15 +138,12 @@ class Broker:
         self._tasks: list[asyncio.Task[None]] = []
         self.started_at = time.time()
 
-    def _position_of(self, index: int) -> int:
-        return self.log.body_position(index)
-
     async def start(self) -> None:
         await self.log.start()
         self._tasks.append(asyncio.create_task(self._checkpointer(), name="broker-checkpoint"))
         self._tasks.append(asyncio.create_task(self._retention(), name="broker-retention"))
         if self.state.rebuild_reason is not None:
-            self._tasks.append(asyncio.create_task(self._report_rebuild(self.log.store.last_index()),
+            self._tasks.append(asyncio.create_task(self._report_rebuild(self.log.last_index()),
                                                    name="broker-rebuild-report"))
 
     async def _report_rebuild(self, last_index: int) -> None:
@@ -194,7 +174,7 @@ class Broker:
         while True:
             await asyncio.sleep(self.config.retention_check_interval_ms / 1000)
             upto = self.state.retention_index(int(time.time() * 1000) - retention_ms)
-            if upto < self.log.store.first_index():
+            if upto < self.log.first_index():
                 continue
             self.state.checkpoint()  # the ConsumeQueues must be durable before the log they index goes
             first = self.log.compact(upto)
@@ -236,8 +216,11 @@ class Broker:
         raise NoLeader()
 
     async def _propose(self, cmd: commands.Command) -> Any:
+        """The broker's one way into the log: propose ``cmd``, wait until it is
+        applied here, return the state machine's result; dledger's errors
+        become the broker's (redirect, 503, outcome unknown)."""
         try:
-            _, result = await self.log.propose(commands.encode(cmd))
+            _, result = await self.log.propose_future(commands.encode(cmd))
             return result
         except NotLeader as exc:
             self._raise_not_leader(exc.leader_id)
@@ -259,6 +242,15 @@ class Broker:
         if n is None:
             raise TopicNotFound(f"topic {topic!r} does not exist", topic=topic)
         return n
+
+    def _check_queue(self, topic: str, queue_id: Any) -> int:
+        n = self.topic_queues(topic)
+        if not isinstance(queue_id, int) or isinstance(queue_id, bool):
+            raise InvalidArgument(f"queue id must be an integer, not {queue_id!r}")
+        if not 0 <= queue_id < n:
+            raise QueueNotFound(f"topic {topic!r} has queues 0..{n - 1}; there is no queue {queue_id}",
+                                topic=topic, queue_id=queue_id)
+        return queue_id
 
     async def create_topic(self, name: Any, queues: Any) -> dict[str, Any]:
         self.require_leader()
@@ -297,78 +289,52 @@ class Broker:
     # ------------------------------------------------------------------
     # produce
     # ------------------------------------------------------------------
-    def _check_queue(self, topic: str, queue_id: Any) -> int:
-        n = self.topic_queues(topic)
-        if not isinstance(queue_id, int) or isinstance(queue_id, bool):
-            raise InvalidArgument(f"queue id must be an integer, not {queue_id!r}")
-        if not 0 <= queue_id < n:
-            raise QueueNotFound(f"topic {topic!r} has queues 0..{n - 1}; there is no queue {queue_id}",
-                                topic=topic, queue_id=queue_id)
-        return queue_id
-
-    async def produce(self, topic: str, messages: list[OutMessage], producer_id: str | None = None,
-                      sequence: int | None = None) -> list[dict[str, Any]]:
+    def writable_topic(self, topic: str) -> int:
+        """The queue count of ``topic`` if this node can take a write to it:
+        the leadership and topic check of a produce, done once, before its
+        body is read (followers redirect, an unknown topic is a 404)."""
         self.require_leader()
-        n = self.topic_queues(topic)
-        if not messages:
-            raise InvalidArgument("messages must hold at least one message")
-        if len(messages) > self.limits.max_batch_messages:
-            raise BatchTooLarge(f"{len(messages)} messages in one request; the limit is {self.limits.max_batch_messages}")
-        if (producer_id is None) != (sequence is None):
-            raise InvalidArgument("producer_id and sequence go together")
-        for m in messages:
-            if len(m.body) > self.limits.max_message_bytes:
-                raise MessageTooLarge(f"a message body of {len(m.body)} bytes exceeds the limit of "
-                                      f"{self.limits.max_message_bytes}")
-            if m.queue_id is not None:
-                self._check_queue(topic, m.queue_id)
-        # Queue choice, stamped by the leader: explicit, by sharding key, or one
-        # round-robin queue for the rest of the request. Messages are grouped by
-        # that *choice* (not by the resulting queue), in order of first
-        # appearance, and each group is one command numbered by that order: a
-        # retried request is split the same way on any leader, whichever
-        # round-robin queue it picks, so dedup (producer, sequence, part) holds.
-        groups: dict[tuple[str, int], list[int]] = {}
-        for i, m in enumerate(messages):
-            if m.queue_id is not None:
-                key = ("q", m.queue_id)
-            elif m.sharding_key is not None:
-                key = ("q", sharding_queue(m.sharding_key, n))
-            else:
-                key = ("rr", 0)
-            groups.setdefault(key, []).append(i)
+        return self.topic_queues(topic)
+
+    async def produce(self, topic: str, queues: int, request: ProduceRequest) -> list[dict[str, Any]]:
+        """Store ``request`` (validated by ``parse_produce``) in ``topic`` of
+        ``queues`` queues (from ``writable_topic``): one log entry per part
+        (``plan_produce``), stamped here with the store time. Leadership is
+        not checked again: a leader deposed meanwhile refuses the proposal."""
+        parts = plan_produce(topic, request, queues, next(self._rr))
+        msgs = request.messages
+        producer_id, sequence = request.producer_id, request.sequence
         now = int(time.time() * 1000)
-        parts = [(next(self._rr) % n if kind == "rr" else q, idxs) for (kind, q), idxs in groups.items()]
         coros = []
-        for part, (q, idxs) in enumerate(parts):
+        for p in parts:
             if producer_id is not None and sequence is not None:
-                prior = self.state.dedup_lookup(producer_id, sequence, part)
+                prior = self.state.dedup_lookup(producer_id, sequence, p.part)
                 if prior is not None:
                     coros.append(_done(prior))
                     continue
-            coros.append(self._propose(self._produce_command(topic, q, now, producer_id, sequence, part,
-                                                             [messages[i] for i in idxs])))
+            coros.append(self._propose(self._produce_command(topic, p, now, producer_id, sequence,
+                                                             [msgs[i] for i in p.indexes])))
         if len(coros) == 1:  # the common case: no task per request, two event loop iterations less
             results = [await coros[0]]
         else:
             results = await asyncio.gather(*coros, return_exceptions=True)
-        out: list[dict[str, Any] | None] = [None] * len(messages)
+        out: list[dict[str, Any] | None] = [None] * len(msgs)
         group = self.config.group
-        for (q, idxs), res in zip(parts, results):
+        for p, res in zip(parts, results):
             if isinstance(res, BaseException):
                 raise res
             if not res:
                 raise Unavailable("the topic or queue vanished while the write was in flight")
-            for i, (msg_id, queue_id, qoff) in zip(idxs, expand(group, res)):
+            for i, (msg_id, queue_id, qoff) in zip(p.indexes, expand(group, res)):
                 out[i] = {"msg_id": msg_id, "queue_id": queue_id, "queue_offset": qoff}
         return out  # type: ignore[return-value]
 
     @staticmethod
-    def _produce_command(topic: str, q: int, now: int, producer_id: str | None, sequence: int | None, part: int,
+    def _produce_command(topic: str, p: Part, now: int, producer_id: str | None, sequence: int | None,
                          msgs: list[OutMessage]) -> Produce:
-        records = encode_batch(topic, q, now, producer_id, sequence,
+        records = encode_batch(topic, p.queue_id, now, producer_id, sequence,
                                [(m.body, m.tags, m.keys, m.properties, m.born_ts_ms or now) for m in msgs])
-        return Produce(topic, q, now, producer_id, sequence, part,
+        return Produce(topic, p.queue_id, now, producer_id, sequence, p.part,
                        [tag_hash(m.tags) if m.tags else 0 for m in msgs],
                        [m.keys for m in msgs], records)
 
@@ -663,36 +629,42 @@ class Broker:
     # ------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
         st = self.log.status()
-        role = st["role"]
         return {
             "node_id": self.config.node_id,
             "group": self.config.group,
-            "role": "candidate" if role == "pre_candidate" else role,
-            "term": st["term"],
-            "leader_id": st["leader_id"],
+            "role": _public_role(st.role),
+            "term": st.term,
+            "leader_id": st.leader_id,
             "leader_url": self.leader_url(),
-            "commit_index": st["commit_index"],
-            "applied_index": st["applied_index"],
+            "commit_index": st.commit_index,
+            "applied_index": st.applied_index,
             "healthy": self.log.failed is None,
         }
 
     def cluster(self) -> dict[str, Any]:
         st = self.log.status()
-        peers = st.get("peers", {})
-        last = st["last_index"]
+        last = st.last_index
         members = []
         for m in self.config.members.values():
+            match: int | None
             if m.id == self.config.node_id:
-                role, match = ("candidate" if st["role"] == "pre_candidate" else st["role"]), last
+                role, match = _public_role(st.role), last
             else:
-                role = "leader" if m.id == st["leader_id"] else "follower"
-                match = peers.get(m.id, {}).get("match_index") if peers else None
+                role = "leader" if m.id == st.leader_id else "follower"
+                peer = st.peers.get(m.id)
+                match = peer.match_index if peer is not None else None
             members.append({
                 "id": m.id, "http_url": m.http_url, "raft_addr": m.raft_addr, "role": role,
-                "match_index": match, "lag": (last - match) if (match is not None and peers) else None,
+                # Known on the leader only (it tracks its followers' progress).
+                "match_index": match, "lag": (last - match) if (match is not None and st.peers) else None,
             })
-        return {"group": self.config.group, "leader_id": st["leader_id"], "leader_url": self.leader_url(),
-                "term": st["term"], "members": members}
+        return {"group": self.config.group, "leader_id": st.leader_id, "leader_url": self.leader_url(),
+                "term": st.term, "members": members}
+
+
+def _public_role(role: str) -> str:
+    """The API names no pre-candidate: it is a candidate that has not yet raised its term."""
+    return "candidate" if role == "pre_candidate" else role
 
 
 async def _done(value: Any) -> Any:

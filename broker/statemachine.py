@@ -59,7 +59,7 @@ import struct
 import time
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Iterable, Protocol
 
 import msgpack
 
@@ -111,12 +111,10 @@ class ApplyListener(Protocol):
 
 
 class BrokerState:
-    def __init__(self, data_dir: str | Path, group: str, position_of: Callable[[int], int],
-                 cq_entries_per_file: int = 300_000) -> None:
+    def __init__(self, data_dir: str | Path, group: str, cq_entries_per_file: int = 300_000) -> None:
         self.group = group
         self._dir = Path(data_dir) / "broker"
         self._dir.mkdir(parents=True, exist_ok=True)
-        self._position_of = position_of
         self._data = Path(data_dir)
         self._cq_entries_per_file = cq_entries_per_file
         self._damage: list[str] = []  # found opening the derived files: load_checkpoint rebuilds
@@ -140,12 +138,15 @@ class BrokerState:
     # ------------------------------------------------------------------
     # apply
     # ------------------------------------------------------------------
-    def apply(self, index: int, payload: bytes) -> Any:
+    def apply(self, index: int, payload: bytes, position: int) -> Any:
+        """Apply the committed entry ``index``; ``position`` is where its body
+        (``payload``) sits in the log, so a produce's records are indexed by
+        their own log positions."""
         cmd = commands.decode(payload)
         self.applied_index = index
         self._dirty = True
         if isinstance(cmd, Produce):
-            return self._apply_produce(index, payload, cmd)
+            return self._apply_produce(index, payload, position, cmd)
         if isinstance(cmd, CommitOffset):
             # Offsets only move forward, so a consumer that lost its queue in a
             # rebalance cannot drag it back; an explicit reset (seek) can.
@@ -162,7 +163,7 @@ class BrokerState:
         assert isinstance(cmd, Noop)
         return None
 
-    def _apply_produce(self, index: int, payload: bytes, cmd: Produce) -> ProduceResult | None:
+    def _apply_produce(self, index: int, payload: bytes, position: int, cmd: Produce) -> ProduceResult | None:
         if cmd.producer_id is not None and cmd.sequence is not None:
             prior = self.dedup_lookup(cmd.producer_id, cmd.sequence, cmd.part)
             if prior is not None:
@@ -174,7 +175,7 @@ class BrokerState:
             return None
         if not self.time_marks or cmd.store_ts_ms >= self.time_marks[-1][0] + self.mark_interval_ms:
             self.time_marks.append((cmd.store_ts_ms, index))
-        base = self._position_of(index) + len(payload) - len(cmd.records)
+        base = position + len(payload) - len(cmd.records)  # the records close the payload
         sizes = record_sizes(cmd.records)
         cq = self.cq.queue(cmd.topic, cmd.queue_id)
         hashes = cmd.tag_hashes

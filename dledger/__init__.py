@@ -13,6 +13,7 @@ from raftmq.dledger.errors import (
     StorageFailure,
 )
 from raftmq.dledger.settings import LogSettings, check_fields
+from raftmq.dledger.status import LogStatus, PeerStatus
 from raftmq.dledger.store.durable import fsync_dir, write_atomically
 
 __all__ = [
@@ -21,6 +22,8 @@ __all__ = [
     "LogSettings",
     "check_fields",  # the type check of a config dataclass's fields, for the broker's config too
     "StateMachine",
+    "LogStatus",
+    "PeerStatus",
     # the seams a DLedger is built on (storage and transport), and their in-memory versions
     "NodeStorage",
     "Transport",

@@ -31,6 +31,7 @@ from raftmq.dledger.core.messages import EntryKind, FetchEntry, FetchEntryReply,
 from raftmq.dledger.core.raft import CoreConfig, RaftCore, Role
 from raftmq.dledger.driver import ReadyDriver, ReadyIO
 from raftmq.dledger.errors import CorruptLog, LeadershipLost, NodeStopped, ProposalDropped, StateAheadOfLog, StorageFailure
+from raftmq.dledger.status import LogStatus, PeerStatus
 from raftmq.dledger.storage import NodeStorage
 from raftmq.dledger.store.identity import DataDirIdentity, fmt_id
 from raftmq.dledger.store.entry_format import HEADER_BYTES as ENTRY_HEADER_BYTES
@@ -48,17 +49,21 @@ REPAIR_EVERY_TICKS = 4
 class StateMachine(Protocol):
     """What the replicated log is applied to. Contract:
 
-    - ``apply(index, payload)`` is called in index order, exactly once per
-      committed entry per node lifetime (after a restart, from the index after
-      the one ``restore`` or the checkpoint reflects), and must be
+    - ``apply(index, payload, position)`` is called in index order, exactly
+      once per committed entry per node lifetime (after a restart, from the
+      index after the one ``restore`` or the checkpoint reflects), and must be
       deterministic: every replica that applies the same log ends in the same
-      state. Its return value resolves the leader's ``propose``.
+      state. ``position`` is the byte position of the entry's body
+      (``payload``) in the log, the same on every replica that stores the
+      entry, so the state machine can index bytes inside it (``read_at``)
+      without calling back into the log. Its return value resolves the
+      leader's ``propose``.
     - ``snapshot()`` returns the whole state as bytes (for compaction and for a
       follower that lags behind the oldest retained entry); ``restore(data)``
       replaces the state with it.
     """
 
-    def apply(self, index: int, payload: bytes) -> Any: ...
+    def apply(self, index: int, payload: bytes, position: int) -> Any: ...
 
     def snapshot(self) -> bytes: ...
 
@@ -351,21 +356,32 @@ class DLedger:
     def applied_index(self) -> int:
         return self.core.applied_index
 
-    def status(self) -> dict[str, Any]:
-        st: dict[str, Any] = dict(self.core.status())
-        st["group"] = self.config.group
-        leader = st.get("leader_id")
-        st["leader_addr"] = self.config.peers.get(leader) if leader else None
-        st["node_id"] = self.config.node_id
-        st["first_index"] = self.store.first_index()
-        if self.core.role is Role.LEADER:
-            last = self.core.last_index
-            st["peers"] = {
-                p: {"match_index": pr["match_index"], "lag": last - int(pr["match_index"]),
-                    "state": pr["state"], "next_index": pr["next_index"], "inflight": pr["inflight"]}
-                for p, pr in st.pop("progress").items()
-            }
-        return st
+    def status(self) -> LogStatus:
+        """This node's role, indexes and (on the leader) its peers' progress."""
+        core = self.core
+        leader = core.leader_id
+        peers: dict[str, PeerStatus] = {}
+        transferee = None
+        if core.role is Role.LEADER:
+            last = core.last_index
+            peers = {p: PeerStatus(pr.match_index, pr.next_index, pr.state.value, len(pr.inflights),
+                                   last - pr.match_index)
+                     for p, pr in core.progress.items()}
+            transferee = core.lead_transferee
+        return LogStatus(
+            node_id=self.config.node_id, group=self.config.group, role=core.role.value, term=core.term,
+            leader_id=leader, leader_addr=self.config.peers.get(leader) if leader else None,
+            commit_index=core.commit_index, applied_index=core.applied_index,
+            first_index=self.store.first_index(), last_index=core.last_index,
+            recovering=core.recovering, damaged=core.damaged, peers=peers, lead_transferee=transferee)
+
+    def first_index(self) -> int:
+        """First index still in the log (retention moves it forward)."""
+        return self.store.first_index()
+
+    def last_index(self) -> int:
+        """Last index in this node's log (stored, not necessarily committed)."""
+        return self.store.last_index()
 
     async def wait_applied(self, index: int, timeout_s: float | None = None) -> None:
         """Wait until this node applied ``index``."""
@@ -374,9 +390,6 @@ class DLedger:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._applied_waiters.append((index, fut))
         await asyncio.wait_for(fut, timeout_s)
-
-    def body_position(self, index: int) -> int:
-        return self.store.body_position(index)
 
     def read_at(self, position: int, size: int) -> bytes:
         return self.store.read_at(position, size)
@@ -607,6 +620,7 @@ class DLedger:
 
     def _apply(self, entries: tuple[Any, ...]) -> None:
         sm_apply = self._sm.apply
+        body_position = self.store.body_position
         pending = self._pending
         # Snapshot the state machine whenever applying crosses into a new
         # segment: the state just before the segment's first entry is what a
@@ -619,7 +633,9 @@ class DLedger:
                 if seg is not None and s != seg and e.index > 1:
                     self._boundary_snapshot(e.index - 1, self.store.body_position(e.index) - ENTRY_HEADER_BYTES)
                 seg = self._applied_segment = s
-            result = sm_apply(e.index, e.data) if e.kind == EntryKind.NORMAL else None
+            # The body's position comes from the store's cache of recent
+            # entries (just appended or just read for this Ready): no index read.
+            result = sm_apply(e.index, e.data, body_position(e.index)) if e.kind == EntryKind.NORMAL else None
             if pending:
                 waiting = pending.pop(e.index, None)
                 if waiting is not None:

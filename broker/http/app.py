@@ -12,7 +12,6 @@ ever aiohttp's plain-text 500.
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import logging
 from typing import Any, Awaitable, Callable
@@ -30,7 +29,8 @@ from raftmq.broker.errors import (
     as_broker_error,
 )
 from raftmq.broker.http.openapi import openapi_document
-from raftmq.broker.service import Broker, OutMessage
+from raftmq.broker.produce import parse_produce
+from raftmq.broker.service import Broker
 
 log = logging.getLogger(__name__)
 
@@ -137,49 +137,6 @@ def _field(obj: dict[str, Any], name: str, kind: type | tuple[type, ...], requir
     return v
 
 
-def _out_message(m: Any, i: int) -> OutMessage:
-    """One message of a produce request, validated (the hot path: plain type
-    checks, one lookup per field)."""
-    if type(m) is not dict:
-        raise InvalidArgument(f"messages[{i}] must be an object")
-    get = m.get
-    body = get("body")
-    tb = type(body)
-    if tb is str:
-        body = body.encode("utf-8")
-    elif tb is not bytes:
-        b64 = get("body_b64")
-        if type(b64) is not str:
-            raise InvalidArgument(f"messages[{i}] needs a body (a string, bytes in msgpack, or body_b64)")
-        try:
-            body = base64.b64decode(b64, validate=True)
-        except (binascii.Error, ValueError):
-            raise InvalidArgument(f"messages[{i}].body_b64 is not valid base64") from None
-    tags = get("tags") or ""
-    if type(tags) is not str or len(tags) > 256 or "||" in tags:
-        raise InvalidArgument(f"messages[{i}].tags must be one tag (a string of at most 256 characters, no '||')")
-    keys = get("keys") or ()
-    if keys:
-        if type(keys) is str:
-            keys = [k for k in keys.split(" ") if k]
-        if type(keys) is not list or len(keys) > 32 or not all(type(k) is str and 0 < len(k) <= 256 for k in keys):
-            raise InvalidArgument(f"messages[{i}].keys must be a list of at most 32 non-empty strings")
-        keys = tuple(keys)
-    props = get("properties") or {}
-    if props and (type(props) is not dict or not all(type(k) is str and type(v) is str for k, v in props.items())):
-        raise InvalidArgument(f"messages[{i}].properties must be an object of string values")
-    qid = get("queue_id")
-    if qid is not None and type(qid) is not int:
-        raise InvalidArgument(f"messages[{i}].queue_id must be an integer")
-    skey = get("sharding_key")
-    if skey is not None and type(skey) is not str:
-        raise InvalidArgument(f"messages[{i}].sharding_key must be a string")
-    born = get("born_ts")
-    if born is not None and (type(born) is not int or born < 0):
-        raise InvalidArgument(f"messages[{i}].born_ts must be a non-negative integer (ms)")
-    return OutMessage(body, tags, keys, props, qid, skey, born)
-
-
 # ----------------------------------------------------------------------
 # handlers
 # ----------------------------------------------------------------------
@@ -215,17 +172,9 @@ async def update_topic(request: web.Request) -> web.Response:
 async def produce(request: web.Request) -> web.Response:
     broker = request.app[BROKER]
     topic = request.match_info["topic"]
-    broker.require_leader()  # followers redirect before looking at the body
-    broker.topic_queues(topic)  # 404 before parsing a large body
-    body = await read_body(request)
-    msgs = _field(body, "messages", list)
-    producer_id = _field(body, "producer_id", str, required=False)
-    sequence = _field(body, "sequence", int, required=False)
-    if sequence is not None and sequence < 0:
-        raise InvalidArgument("sequence must not be negative")
-    out = [_out_message(m, i) for i, m in enumerate(msgs)]
-    results = await broker.produce(topic, out, producer_id, sequence)
-    return respond(request, {"results": results})
+    queues = broker.writable_topic(topic)  # followers redirect, 404 for no topic, before a large body is read
+    req = parse_produce(await read_body(request), broker.limits)
+    return respond(request, {"results": await broker.produce(topic, queues, req)})
 
 
 async def pull(request: web.Request) -> web.Response:

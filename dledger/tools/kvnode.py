@@ -21,7 +21,7 @@ back in completion order, matched by the request id the client chose.
 |                                   | ``[id, "lost", message]`` (outcome unknown)    |
 |                                   | ``[id, "dropped", message]`` (never commits)   |
 |                                   | ``[id, "error", message]`` (node stopping)     |
-| ``[id, "status"]``                | ``[id, "ok", DLedger.status() + extras]``      |
+| ``[id, "status"]``                | ``[id, "ok", status().to_dict() + extras]``    |
 | ``[id, "state"]``                 | ``[id, "ok", {"applied", "last_index", "digest"}]`` |
 | ``[id, "state", {"keys": true}]`` | the same plus ``"keys"``: every key applied    |
 
@@ -76,7 +76,7 @@ class KvStateMachine:
         self.digest = 0
         self.kv: dict[Any, Any] = {}
 
-    def apply(self, index: int, payload: bytes) -> None:
+    def apply(self, index: int, payload: bytes, position: int) -> None:
         self.applied += 1
         self.last_index = index
         self.digest = zlib.crc32(payload, self.digest)
@@ -279,7 +279,7 @@ class KvServer:
             reply(frame([rid, "bad_request", f"unknown operation {op!r}"]))
 
     def status(self) -> dict[str, Any]:
-        st = self._node.status()
+        st = self._node.status().to_dict()
         st["client_addr"] = self.client_addr
         st["sm_applied"] = self._sm.applied
         failed = self._node.failed

@@ -53,13 +53,14 @@ def digest(root: Path) -> dict[str, str]:
 
 
 def apply_all(state: BrokerState, entries: list[bytes], start: int = 1) -> list[object]:
-    return [state.apply(i, entries[i - 1]) for i in range(start, len(entries) + 1)]
+    pos = Positions(entries)
+    return [state.apply(i, entries[i - 1], pos(i)) for i in range(start, len(entries) + 1)]
 
 
 def test_replicas_applying_the_same_log_are_byte_identical(tmp_path: Path) -> None:
     entries = log_of()
     pos = Positions(entries)
-    a, b = BrokerState(tmp_path / "a", "g1", pos), BrokerState(tmp_path / "b", "g1", pos)
+    a, b = BrokerState(tmp_path / "a", "g1"), BrokerState(tmp_path / "b", "g1")
     ra, rb = apply_all(a, entries), apply_all(b, entries)
     assert ra == rb
     a.checkpoint(), b.checkpoint()
@@ -72,7 +73,7 @@ def test_retried_produce_is_answered_with_the_original_result(tmp_path: Path) ->
     entries = log_of()
     retry = entries[5]  # the same (producer, sequence) again, as after a failover
     entries.append(retry)
-    st = BrokerState(tmp_path, "g1", Positions(entries))
+    st = BrokerState(tmp_path, "g1")
     results = apply_all(st, entries)
     assert results[-1] == results[5]
     assert st.queue_range("t", 0) == (0, 45)  # stored once
@@ -81,19 +82,19 @@ def test_retried_produce_is_answered_with_the_original_result(tmp_path: Path) ->
 def test_restart_from_checkpoint_reapplies_to_the_same_state(tmp_path: Path) -> None:
     entries = log_of()
     pos = Positions(entries)
-    whole = BrokerState(tmp_path / "whole", "g1", pos)
+    whole = BrokerState(tmp_path / "whole", "g1")
     apply_all(whole, entries)
     whole.checkpoint()
 
-    st = BrokerState(tmp_path / "crash", "g1", pos)
+    st = BrokerState(tmp_path / "crash", "g1")
     for i in range(1, 15):
-        st.apply(i, entries[i - 1])
+        st.apply(i, entries[i - 1], pos(i))
     st.checkpoint()
     for i in range(15, 25):  # applied but not checkpointed, then the process dies
-        st.apply(i, entries[i - 1])
+        st.apply(i, entries[i - 1], pos(i))
     st.close()
 
-    again = BrokerState(tmp_path / "crash", "g1", pos)
+    again = BrokerState(tmp_path / "crash", "g1")
     assert again.load_checkpoint() == 14
     apply_all(again, entries, start=15)
     again.checkpoint()
@@ -104,19 +105,19 @@ def test_restart_from_checkpoint_reapplies_to_the_same_state(tmp_path: Path) -> 
 
 def test_wipe_forgets_everything(tmp_path: Path) -> None:
     entries = log_of()
-    st = BrokerState(tmp_path, "g1", Positions(entries))
+    st = BrokerState(tmp_path, "g1")
     apply_all(st, entries)
     st.checkpoint()
     st.wipe()
     assert st.topics == {} and st.applied_index == 0
-    st2 = BrokerState(tmp_path, "g1", Positions(entries))
+    st2 = BrokerState(tmp_path, "g1")
     assert st2.load_checkpoint() == 0
 
 
 def test_a_produce_result_is_compact_and_expands_to_ids_at_the_records_positions(tmp_path: Path) -> None:
     entries = log_of()
     pos = Positions(entries)
-    st = BrokerState(tmp_path, "g1", pos)
+    st = BrokerState(tmp_path, "g1")
     results = apply_all(st, entries)
     q, first, positions = results[3]  # entry 4: the third produce, queue 0, three messages
     assert (q, first) == (0, 3) and len(positions) == 3
@@ -129,7 +130,7 @@ def test_a_checkpoint_holding_results_in_the_long_form_loads_to_the_same_dedup(t
     """Checkpoints written before results were compact held every message's id."""
     entries = log_of()
     pos = Positions(entries)
-    st = BrokerState(tmp_path, "g1", pos)
+    st = BrokerState(tmp_path, "g1")
     apply_all(st, entries)
     st.checkpoint()
     path = tmp_path / "broker" / "checkpoint"
@@ -139,7 +140,7 @@ def test_a_checkpoint_holding_results_in_the_long_form_loads_to_the_same_dedup(t
                     for p, seen in doc["dedup"]]
     path.write_bytes(msgpack.packb(doc, use_bin_type=True))
     st.close()
-    again = BrokerState(tmp_path, "g1", pos)
+    again = BrokerState(tmp_path, "g1")
     assert again.load_checkpoint() == len(entries)
     assert again.dedup == st.dedup and len(again.dedup["p"]) == 30
 
@@ -152,19 +153,19 @@ def checkpointed(root: Path, upto: int = 20) -> tuple[list[bytes], Positions]:
     the rest without a checkpoint and stopped as a crash would leave it."""
     entries = log_of()
     pos = Positions(entries)
-    st = BrokerState(root, "g1", pos)
+    st = BrokerState(root, "g1")
     for i in range(1, upto + 1):
-        st.apply(i, entries[i - 1])
+        st.apply(i, entries[i - 1], pos(i))
     st.checkpoint()
     for i in range(upto + 1, len(entries) + 1):
-        st.apply(i, entries[i - 1])
+        st.apply(i, entries[i - 1], pos(i))
     st.close()
     return entries, pos
 
 
 def restart(root: Path, entries: list[bytes], pos: Positions) -> tuple[BrokerState, int]:
     """Load the checkpoint and re-apply the log after it, as a node's start does."""
-    st = BrokerState(root, "g1", pos)
+    st = BrokerState(root, "g1")
     applied = st.load_checkpoint()
     apply_all(st, entries, start=applied + 1)
     st.checkpoint()
@@ -173,7 +174,7 @@ def restart(root: Path, entries: list[bytes], pos: Positions) -> tuple[BrokerSta
 
 def reference(root: Path) -> BrokerState:
     entries = log_of()
-    st = BrokerState(root, "g1", Positions(entries))
+    st = BrokerState(root, "g1")
     apply_all(st, entries)
     st.checkpoint()
     return st
@@ -242,7 +243,7 @@ def test_damaged_index_slots_are_repaired_in_place_without_a_rebuild(tmp_path: P
 
 def test_damage_found_while_serving_makes_the_next_start_rebuild(tmp_path: Path) -> None:
     entries, pos = checkpointed(tmp_path / "node", upto=len(log_of()))
-    st = BrokerState(tmp_path / "node", "g1", pos)
+    st = BrokerState(tmp_path / "node", "g1")
     assert st.load_checkpoint() == len(entries)
     st.note_damage("consume queue t/0 near offset 3: out of order")
     st.checkpoint()
@@ -265,11 +266,11 @@ def test_no_checkpoint_with_derived_files_on_disk_rebuilds(tmp_path: Path) -> No
 
 def test_a_version_1_checkpoint_loads_and_the_next_one_is_framed_and_verified(tmp_path: Path) -> None:
     entries, pos = checkpointed(tmp_path / "node")
-    st = BrokerState(tmp_path / "node", "g1", pos)
+    st = BrokerState(tmp_path / "node", "g1")
     assert st.load_checkpoint() == 20
     (tmp_path / "node" / "broker" / "checkpoint").write_bytes(st.snapshot())  # the version-1 form
     st.close()
-    st = BrokerState(tmp_path / "node", "g1", pos)
+    st = BrokerState(tmp_path / "node", "g1")
     assert st.load_checkpoint() == 20 and st.rebuild_reason is None
     apply_all(st, entries, start=21)
     st._dirty = True
@@ -283,7 +284,7 @@ def test_a_version_1_checkpoint_loads_and_the_next_one_is_framed_and_verified(tm
 
 def test_a_version_1_checkpoint_naming_missing_files_rebuilds_instead_of_refusing(tmp_path: Path) -> None:
     entries, pos = checkpointed(tmp_path / "node")
-    st = BrokerState(tmp_path / "node", "g1", pos)
+    st = BrokerState(tmp_path / "node", "g1")
     st.load_checkpoint()
     (tmp_path / "node" / "broker" / "checkpoint").write_bytes(st.snapshot())
     st.close()
@@ -298,7 +299,7 @@ def test_wipe_removes_the_checkpoint_before_the_files_it_names(tmp_path: Path,
     """A crash in the middle of a rebuild's wipe must not leave a checkpoint
     naming files that are gone: the checkpoint goes first."""
     entries, pos = checkpointed(tmp_path / "node")
-    st = BrokerState(tmp_path / "node", "g1", pos)
+    st = BrokerState(tmp_path / "node", "g1")
     seen: list[bool] = []
     real_rmtree = shutil.rmtree
 

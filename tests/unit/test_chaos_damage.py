@@ -168,9 +168,9 @@ def write_broker_state(data_dir: Path) -> None:
     for index, e in enumerate(entries, 1):  # entry body positions as a log assigns them
         positions[index] = p + HEADER_BYTES
         p += HEADER_BYTES + len(e)
-    state = BrokerState(data_dir, "g1", positions.__getitem__)
+    state = BrokerState(data_dir, "g1")
     for index, e in enumerate(entries, 1):
-        state.apply(index, e)
+        state.apply(index, e, positions[index])
     state.checkpoint()
     state.close()
 

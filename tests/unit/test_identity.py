@@ -20,7 +20,7 @@ from raftmq.dledger.store.identity import DataDirIdentity, IdentityFileError
 
 
 class Counter:
-    def apply(self, index: int, payload: bytes) -> int:
+    def apply(self, index: int, payload: bytes, position: int) -> int:
         return index
 
     def snapshot(self) -> bytes:

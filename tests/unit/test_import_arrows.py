@@ -128,3 +128,125 @@ def test_library_modules_do_not_import_tools(package: str) -> None:
             if any(m == t or m.startswith(t + ".") for m in full for t in TOOLS):
                 bad.append(f"{rel}:{line} imports {module}")
     assert not bad, "library modules importing tools:\n" + "\n".join(bad)
+
+
+# ----------------------------------------------------------------------
+# No reaching into another package's private parts. A name starting with
+# one underscore belongs to the package that defines it: another package
+# neither imports it nor reads it off an object. And the broker holds its
+# log (``Broker.log``, a ``DLedger``) by the log's public interface only:
+# no attribute chain through it to its store, core or other internals.
+# ----------------------------------------------------------------------
+def _shown(path: Path) -> Path:
+    return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def private_names_defined_in(package: str) -> set[str]:
+    """Every ``_name`` a package defines: functions, classes, assigned
+    attributes (``self._x = ...``) and assigned names (module or class level)."""
+    out: set[str] = set()
+    for path in files(package):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                name = node.name
+            elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+                name = node.attr
+            elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                name = node.id
+            elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+                name = node.target.id
+            else:
+                continue
+            if _private(name):
+                out.add(name)
+    return out
+
+
+def foreign_private_uses(path: Path, package: str, own: set[str]) -> list[str]:
+    """``from raftmq.<other> import _x`` and ``obj._x`` where ``_x`` is not
+    one of ``package``'s own private names (``self``/``cls`` aside)."""
+    rel = _shown(path)
+    bad = []
+    for module, names, line in imports(path):
+        top = module.split(".")[0]
+        if top in PACKAGES and top != package.split("/")[0]:
+            bad += [f"{rel}:{line} imports {n} from {module}" for n in names if _private(n)]
+            bad += [f"{rel}:{line} imports private module {module}" for part in module.split(".") if _private(part)]
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Attribute) and _private(node.attr) and node.attr not in own:
+            if isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"):
+                continue
+            bad.append(f"{rel}:{node.lineno} reads {ast.unparse(node)}")
+    return bad
+
+
+@pytest.mark.parametrize("package", sorted(ALLOWED))
+def test_no_package_reaches_into_another_packages_private_names(package: str) -> None:
+    own = private_names_defined_in(package)
+    bad = [b for path in files(package) for b in foreign_private_uses(path, package, own)]
+    assert not bad, "private names of another package used:\n" + "\n".join(bad)
+
+
+# What the broker may use of its ``DLedger``: the class's public methods and
+# properties, and the ``fatal`` event (set when the node stops on a fatal error).
+DLEDGER_HANDLE = "log"  # the broker's name for its DLedger (``self.log``, ``broker.log``)
+# ``config.log`` (and ``cfg.log``) is the broker config's log section, a plain
+# ``LogSettings`` dataclass: not the DLedger.
+CONFIG_NAMES = {"config", "cfg"}
+
+
+def _base_name(node: ast.expr) -> str | None:
+    """The last name of an attribute chain's base: ``config`` for ``self.config``."""
+    if isinstance(node, ast.Attribute):
+        return node.attr
+    return node.id if isinstance(node, ast.Name) else None
+
+
+def dledger_public() -> set[str]:
+    from raftmq.dledger import DLedger
+
+    return {n for n in vars(DLedger) if not n.startswith("_")} | {"fatal"}
+
+
+def log_reach_through(path: Path, public: set[str]) -> list[str]:
+    """Uses ``<x>.log.<attr>`` with ``attr`` outside the DLedger's public interface."""
+    bad = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute)
+                and node.value.attr == DLEDGER_HANDLE and node.attr not in public
+                and _base_name(node.value.value) not in CONFIG_NAMES):
+            bad.append(f"{_shown(path)}:{node.lineno} uses {ast.unparse(node)}")
+    return bad
+
+
+def test_broker_uses_its_log_through_the_public_interface_only() -> None:
+    public = dledger_public()
+    assert {"propose", "status", "first_index", "read_at"} <= public and "store" not in public
+    bad = [b for path in files("broker") for b in log_reach_through(path, public)]
+    assert not bad, "the broker reaches through its DLedger:\n" + "\n".join(bad)
+
+
+def test_the_reach_through_checks_catch_planted_lines(tmp_path: Path) -> None:
+    """Each rule above, on a file that breaks it (so none of them passes vacuously)."""
+    planted = tmp_path / "planted.py"
+    cases = {
+        "from raftmq.dledger.runtime import _write_snapshot_file\n": "imports _write_snapshot_file",
+        "import raftmq.dledger._hidden\n": "private module",
+        "def f(b):\n    return b.log.core._pending\n": "reads b.log.core._pending",
+    }
+    own = private_names_defined_in("broker")
+    for source, expected in cases.items():
+        planted.write_text(source)
+        found = foreign_private_uses(planted, "broker", own)
+        assert any(expected in b for b in found), (source, found)
+    for source in ("def f(self):\n    return self.log.store.first_index()\n",
+                   "def f(broker):\n    return broker.log.core.term\n"):
+        planted.write_text(source)
+        assert log_reach_through(planted, dledger_public()), source
+    planted.write_text("def f(self):\n    return self.log.first_index(), self._x, self.config.log.flush\n")
+    assert not log_reach_through(planted, dledger_public())
+    assert not foreign_private_uses(planted, "broker", own)

@@ -13,7 +13,7 @@ from raftmq.dledger.errors import NodeStopped
 
 
 class Counter:
-    def apply(self, index: int, payload: bytes) -> int:
+    def apply(self, index: int, payload: bytes, position: int) -> int:
         return index
 
     def snapshot(self) -> bytes:

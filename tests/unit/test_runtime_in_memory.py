@@ -77,7 +77,7 @@ class Recorder:
     def __init__(self) -> None:
         self.applied: list[tuple[int, bytes]] = []
 
-    def apply(self, index: int, payload: bytes) -> int:
+    def apply(self, index: int, payload: bytes, position: int) -> int:
         self.applied.append((index, payload))
         return len(self.applied)
 
