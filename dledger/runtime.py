@@ -620,22 +620,24 @@ class DLedger:
 
     def _apply(self, entries: tuple[Any, ...]) -> None:
         sm_apply = self._sm.apply
-        body_position = self.store.body_position
         pending = self._pending
+        # The entries' body positions in one call (committed entries are
+        # consecutive, and usually still in the store's cache of recent ones).
+        positions = self.store.body_positions(entries[0].index, entries[-1].index)
+        if len(positions) != len(entries) or entries[-1].index - entries[0].index + 1 != len(entries):
+            raise CorruptLog(f"committed entries {entries[0].index}..{entries[-1].index} are not consecutive")
         # Snapshot the state machine whenever applying crosses into a new
         # segment: the state just before the segment's first entry is what a
         # follower needs once retention deletes the segments before it.
         seg = self._applied_segment
         check = seg is None or self._segment_of(entries[-1].index) != seg
-        for e in entries:
+        for e, position in zip(entries, positions):
             if check:
                 s = self._segment_of(e.index)
                 if seg is not None and s != seg and e.index > 1:
                     self._boundary_snapshot(e.index - 1, self.store.body_position(e.index) - ENTRY_HEADER_BYTES)
                 seg = self._applied_segment = s
-            # The body's position comes from the store's cache of recent
-            # entries (just appended or just read for this Ready): no index read.
-            result = sm_apply(e.index, e.data, body_position(e.index)) if e.kind == EntryKind.NORMAL else None
+            result = sm_apply(e.index, e.data, position) if e.kind == EntryKind.NORMAL else None
             if pending:
                 waiting = pending.pop(e.index, None)
                 if waiting is not None:

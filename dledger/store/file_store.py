@@ -351,6 +351,16 @@ class FileLogStore:
             return hit[1] + HEADER_BYTES
         return self._record(index).position + HEADER_BYTES
 
+    def body_positions(self, lo: int, hi: int) -> list[int]:
+        """``body_position`` of entries ``lo .. hi`` (inclusive), in one call:
+        the entries just committed are usually all in the tail cache."""
+        if lo <= self._snap_index or hi > self._last:
+            raise IndexError(f"body positions of {lo}..{hi} outside [{self._snap_index + 1}, {self._last}]")
+        frames = self._cache.positions(lo, hi)
+        if frames is None:
+            return [self.body_position(i) for i in range(lo, hi + 1)]
+        return [p + HEADER_BYTES for p in frames]
+
     def read_at(self, position: int, size: int) -> bytes:
         """``size`` bytes of the commitlog at ``position``, with one positional
         read (none if they lie within a cached entry body). The caller asks for

@@ -84,6 +84,9 @@ class MemoryLogStore:
     def body_position(self, index: int) -> int:
         return self._positions[index - self._snap.index - 1]
 
+    def body_positions(self, lo: int, hi: int) -> list[int]:
+        return [self.body_position(i) for i in range(lo, hi + 1)]
+
     def read_at(self, position: int, size: int) -> bytes:
         for p, e in zip(self._positions, self._entries):
             if p <= position < p + len(e.data):

@@ -68,6 +68,14 @@ class TailCache:
         i = self._head + off
         return self._entries[i], self._positions[i]
 
+    def positions(self, lo: int, hi: int) -> list[int] | None:
+        """Frame positions of entries ``lo .. hi`` (inclusive), or None unless all are cached."""
+        off = lo - self._base
+        if off < 0 or hi < lo or hi - self._base >= len(self):
+            return None
+        i = self._head + off
+        return self._positions[i : i + hi - lo + 1]
+
     def collect(self, lo: int, hi: int, max_bytes: int, out: list[Entry], size: int) -> int:
         """Append the cached entries ``lo .. hi - 1`` to ``out`` while the data
         size (starting at ``size``) stays within ``max_bytes`` (``out`` always

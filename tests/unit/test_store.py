@@ -77,6 +77,12 @@ def assert_same_log(store: FileLogStore, entries: list[Entry], positions: list[i
         assert store.term(e.index) == e.term
         assert store.body_position(e.index) == p + HEADER_BYTES
         assert store.read_at(p + HEADER_BYTES, len(e.data)) == e.data
+    bodies = [p + HEADER_BYTES for p in positions]
+    last = entries[-1].index
+    assert store.body_positions(first, last) == bodies  # the runtime's one call per applied batch
+    assert store.body_positions(last, last) == bodies[-1:]
+    if len(entries) > 2:
+        assert store.body_positions(first + 1, last - 1) == bodies[1:-1]
 
 
 # -- round trips and layout ------------------------------------------------------
@@ -800,3 +806,17 @@ def test_a_flipped_bit_in_a_header_field_the_body_crc_does_not_cover_is_damage(t
     assert store.term(5) == 1
     assert store.repair(entries[4])
     assert store.entries(1, 12, 1 << 30) == entries
+
+
+@pytest.mark.parametrize("cache_bytes", [0, 3 * 1100, 1 << 20])
+def test_body_positions_of_a_range_match_each_entrys_whether_cached_or_not(tmp_path: Path, cache_bytes: int) -> None:
+    store = open_store(tmp_path, cache_bytes=cache_bytes)  # none, the last few, or all entries cached
+    entries = [entry(i, size=1000) for i in range(1, 13)]
+    store.append(entries)
+    each = [store.body_position(i) for i in range(1, 13)]
+    assert each == [p + HEADER_BYTES for p in expected_positions(entries)]
+    for lo, hi in [(1, 12), (1, 1), (5, 9), (10, 12), (12, 12)]:
+        assert store.body_positions(lo, hi) == each[lo - 1 : hi], (lo, hi)
+    for lo, hi in [(0, 3), (11, 13)]:
+        with pytest.raises(IndexError):
+            store.body_positions(lo, hi)
