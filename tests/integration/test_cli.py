@@ -159,7 +159,7 @@ def test_follow_prints_new_messages_and_ctrl_c_exits_0_with_offsets_committed(gr
     assert raftmq("topic", "create", "cli-follow", "--queues", "3", server=url).returncode == 0
     proc = subprocess.Popen([*CLI, "consume", "--topic", "cli-follow", "--group", "tail", "--follow", "--json",
                              "--server", url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
-                            env=ENV)
+                            env={**ENV, "PYTHONFAULTHANDLER": "1"})
     try:
         deadline = time.monotonic() + 30
         # The consumer starts at the end: wait until it has read the (empty) topic's bounds and committed them.
@@ -173,7 +173,14 @@ def test_follow_prints_new_messages_and_ctrl_c_exits_0_with_offsets_committed(gr
         got = [json.loads(proc.stdout.readline()) for _ in range(5)]  # bounded by the test's timeout
         assert sorted(m["body"] for m in got) == ["x1", "x2", "x3", "x4", "x5"]
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=20)
+        try:
+            out, err = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            # Still running: SIGABRT makes faulthandler (PYTHONFAULTHANDLER) print
+            # where every thread is, so the failure says where it hangs.
+            proc.send_signal(signal.SIGABRT)
+            out, err = proc.communicate(timeout=20)
+            raise AssertionError(f"consume --follow still running 20 s after SIGINT; its threads:\n{err}") from None
         assert proc.returncode == 0 and err == "" and out == ""
     finally:
         if proc.poll() is None:
