@@ -40,6 +40,14 @@ def raftmq(*args: str, server: str | None, stdin: str | bytes | None = None, cwd
     return subprocess.CompletedProcess(r.args, r.returncode, r.stdout.decode(), r.stderr.decode())
 
 
+def default_sigint() -> None:
+    """In the child before it starts: Ctrl-C handled the default way. A pytest
+    started as a background job of a non-interactive shell runs with SIGINT
+    ignored, and its children would inherit that and never see the test's
+    Ctrl-C (as the shell intends for background jobs)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def json_lines(text: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines()]
 
@@ -159,7 +167,7 @@ def test_follow_prints_new_messages_and_ctrl_c_exits_0_with_offsets_committed(gr
     assert raftmq("topic", "create", "cli-follow", "--queues", "3", server=url).returncode == 0
     proc = subprocess.Popen([*CLI, "consume", "--topic", "cli-follow", "--group", "tail", "--follow", "--json",
                              "--server", url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
-                            env={**ENV, "PYTHONFAULTHANDLER": "1"})
+                            env={**ENV, "PYTHONFAULTHANDLER": "1"}, preexec_fn=default_sigint)
     try:
         deadline = time.monotonic() + 30
         # The consumer starts at the end: wait until it has read the (empty) topic's bounds and committed them.
