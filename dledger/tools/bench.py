@@ -28,7 +28,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import sys
 import tempfile
 import time
@@ -38,6 +37,7 @@ from typing import Any, Callable, Sequence
 
 import click
 
+from raftmq.client.local.cluster import free_ports
 from raftmq.client.local.supervisor import Supervisor
 from raftmq.client.local.tool_command import ToolCommand
 from raftmq.dledger.tools.kvnode import KvClient
@@ -77,20 +77,6 @@ class BenchConfig:
             raise ValueError("payload_bytes must be at least 1")
         if self.baseline not in (None, "pysyncobj"):
             raise ValueError(f"baseline: only 'pysyncobj' is known, not {self.baseline!r}")
-
-
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct ports free on 127.0.0.1 right now (bound to port 0, then released)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 class LocalGroup:
