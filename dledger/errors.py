@@ -70,3 +70,14 @@ class StateAheadOfLog(DLedgerError):
         self.applied_index = applied_index
         self.last_index = last_index
         super().__init__(f"state machine applied up to {applied_index} but the log ends at {last_index}")
+
+
+class PeerViolation(DLedgerError):
+    """A peer sent something no correct peer can send (a second leader in one
+    term, a reply beyond our log, a term or index out of bounds). The message
+    is dropped and the connection it came on is closed; the node carries on."""
+
+    def __init__(self, peer: str, problem: str) -> None:
+        self.peer = peer
+        self.problem = problem
+        super().__init__(f"impossible message from {peer}: {problem}")
