@@ -393,6 +393,11 @@ class Run:
                 background.append(asyncio.create_task(self.progress()))
             if await g.wait_leader(30) is None:
                 raise RunError(f"no leader elected within 30 s; node logs under {self.base}")
+            for n in g.nodes:  # a group short of a node from the start is not the group the run is about
+                rc = n.proc.poll() if n.proc is not None else None
+                if rc is not None:
+                    raise RunError(f"node {n.id} exited with status {rc} before the group was ready "
+                                   f"(a port taken?); its log ends: {g.log_tail(n)[-600:]}".replace("\n", " | "))
             await create_topic(g.urls)
             wl = self.workload = Workload(self.h, g.urls, {n.http_url: n.id for n in g.nodes}, self.targets,
                                           self.cfg.workload)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import random
 import socket
 import sys
 import time
@@ -68,12 +69,37 @@ def _port_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
-def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
-    """``n`` distinct TCP ports free on ``host`` right now (bound to port 0
-    together, so none repeats, then released)."""
-    socks = []
+def _ephemeral_range() -> tuple[int, int]:
+    """The kernel's range for outgoing connections' source ports (Linux), or (32768, 60999)."""
     try:
-        for _ in range(n):
+        lo, hi = open("/proc/sys/net/ipv4/ip_local_port_range").read().split()
+        return int(lo), int(hi)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+    """``n`` distinct ports free on ``host`` right now, below the ephemeral range
+    when there is room: a port the kernel hands out as the source port of an
+    outgoing connection could be in use when a node (re)starts and binds it;
+    one chosen from outside that range is free unless another listener took it.
+    Random picks, held together while chosen, so none repeats."""
+    eph_lo, _ = _ephemeral_range()
+    lo = 10000
+    socks: list[socket.socket] = []
+    try:
+        if eph_lo - lo >= 4 * n:
+            for port in random.sample(range(lo, eph_lo), min(eph_lo - lo, 64 * n)):
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                try:
+                    s.bind((host, port))
+                except OSError:
+                    s.close()
+                    continue
+                socks.append(s)
+                if len(socks) == n:
+                    return [int(s.getsockname()[1]) for s in socks]
+        while len(socks) < n:  # no room below the ephemeral range: let the kernel pick
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             socks.append(s)
             s.bind((host, 0))
