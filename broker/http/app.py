@@ -19,6 +19,7 @@ from typing import Any, Awaitable, Callable
 import msgpack
 from aiohttp import web
 
+from raftmq.broker.config import HttpSettings
 from raftmq.broker.errors import (
     BrokerError,
     InvalidArgument,
@@ -28,6 +29,8 @@ from raftmq.broker.errors import (
     UnsupportedMediaType,
     as_broker_error,
 )
+from raftmq.broker.http.decoding import check_text, decode_json, decode_msgpack, parse_int
+from raftmq.broker.http.long_polls import LongPolls
 from raftmq.broker.http.openapi import openapi_document
 from raftmq.broker.produce import parse_produce
 from raftmq.broker.service import Broker
@@ -39,6 +42,8 @@ JSON = "application/json"
 # curl -d sends form-urlencoded unless told otherwise; its body is still our JSON.
 JSON_TYPES = frozenset({JSON, "application/x-www-form-urlencoded"})
 BROKER: web.AppKey[Broker] = web.AppKey("broker", Broker)
+HTTP: web.AppKey[HttpSettings] = web.AppKey("http", HttpSettings)
+LONG_POLLS: web.AppKey[LongPolls] = web.AppKey("long_polls", LongPolls)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -72,8 +77,10 @@ def _jsonable(obj: Any) -> Any:
 
 def respond(request: web.Request, data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     if _wants_msgpack(request):
-        return web.Response(body=msgpack.packb(data, use_bin_type=True), status=status,
-                            content_type=MSGPACK, headers=headers)
+        # backslashreplace: an error message may quote a header the client sent
+        # with a byte that is no UTF-8 (aiohttp keeps it as a lone surrogate).
+        return web.Response(body=msgpack.packb(data, use_bin_type=True, unicode_errors="backslashreplace"),
+                            status=status, content_type=MSGPACK, headers=headers)
     return web.Response(text=json.dumps(_jsonable(data), default=_json_default), status=status,
                         content_type=JSON, headers=headers)
 
@@ -81,20 +88,20 @@ def respond(request: web.Request, data: Any, status: int = 200, headers: dict[st
 async def read_body(request: web.Request) -> dict[str, Any]:
     """The request's JSON or msgpack object; 4xx for anything else."""
     ctype = request.content_type
+    limit = request.app[BROKER].limits.max_request_bytes
+    if request.content_length is not None and request.content_length > limit:
+        # refused before it is read: the client need not send it all to hear so
+        raise RequestTooLarge(f"a request body of {request.content_length} bytes is over the limit of {limit} "
+                              f"(max_request_bytes)")
     try:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge as exc:
         raise RequestTooLarge(f"{exc.text} (max_request_bytes)") from None
+    max_depth = request.app[HTTP].max_json_depth
     if ctype == MSGPACK:
-        try:
-            obj = msgpack.unpackb(raw, raw=False, strict_map_key=True)
-        except Exception as exc:  # msgpack raises several unrelated types on garbage
-            raise MalformedBody(f"request body is not valid msgpack: {exc}") from None
+        obj = decode_msgpack(raw, max_depth)
     elif ctype in JSON_TYPES or "Content-Type" not in request.headers:
-        try:
-            obj = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise MalformedBody(f"request body is not valid JSON: {exc}") from None
+        obj = decode_json(raw, max_depth)
     else:
         raise UnsupportedMediaType(f"Content-Type must be {JSON} or {MSGPACK}, not {ctype}")
     if not isinstance(obj, dict):
@@ -111,18 +118,20 @@ def _int_arg(request: web.Request, name: str, default: int | None = None) -> int
         if default is None:
             raise InvalidArgument(f"query parameter {name!r} is required")
         return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise InvalidArgument(f"query parameter {name!r} must be an integer, not {raw!r}") from None
+    return parse_int(raw, f"query parameter {name!r}")
 
 
 def _path_int(request: web.Request, name: str) -> int:
-    raw = request.match_info[name]
-    try:
-        return int(raw)
-    except ValueError:
-        raise InvalidArgument(f"{name} must be an integer, not {raw!r}") from None
+    return parse_int(request.match_info[name], name)
+
+
+def check_request_text(request: web.Request) -> None:
+    """Refuse a path or query string holding a lone surrogate (a raw byte in
+    the URL that is no UTF-8 reaches us as one) before any handler runs."""
+    check_text(request.path, "the path")
+    for key, value in request.query.items():
+        check_text(key, "a query parameter name")
+        check_text(value, f"query parameter {key!r}")
 
 
 def _field(obj: dict[str, Any], name: str, kind: type | tuple[type, ...], required: bool = True) -> Any:
@@ -178,16 +187,17 @@ async def produce(request: web.Request) -> web.Response:
 
 
 async def pull(request: web.Request) -> web.Response:
+    """A long poll (``wait_ms`` > 0) takes one of ``[http] max_long_polls``
+    slots while it runs; with none free it is answered at once, as if
+    ``wait_ms`` were 0 (the answer is the same, only sooner)."""
     broker = request.app[BROKER]
-    res = await broker.pull(
-        request.match_info["topic"],
-        _path_int(request, "queue"),
-        _int_arg(request, "offset", 0),
-        _int_arg(request, "max", 32),
-        _int_arg(request, "wait_ms", 0),
-        request.query.get("tags"),
-    )
-    return respond(request, res)
+    args = (request.match_info["topic"], _path_int(request, "queue"), _int_arg(request, "offset", 0),
+            _int_arg(request, "max", 32))
+    wait_ms, tags = _int_arg(request, "wait_ms", 0), request.query.get("tags")
+    if wait_ms == 0:
+        return respond(request, await broker.pull(*args, 0, tags))
+    with request.app[LONG_POLLS].slot() as granted:
+        return respond(request, await broker.pull(*args, wait_ms if granted else 0, tags))
 
 
 async def get_message(request: web.Request) -> web.Response:
@@ -264,6 +274,7 @@ async def openapi(request: web.Request) -> web.Response:
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
+        check_request_text(request)
         return await handler(request)
     except NotLeaderError as exc:
         location = exc.leader_url.rstrip("/") + str(request.rel_url)
@@ -326,9 +337,12 @@ ROUTES: list[tuple[str, str, Handler]] = [
 ]
 
 
-def make_app(broker: Broker) -> web.Application:
+def make_app(broker: Broker, http: HttpSettings | None = None) -> web.Application:
+    http = http or HttpSettings()
     app = web.Application(middlewares=[errors_middleware], client_max_size=broker.limits.max_request_bytes)
     app[BROKER] = broker
+    app[HTTP] = http
+    app[LONG_POLLS] = LongPolls(http.max_long_polls)
     for method, path, handler in ROUTES:
         app.router.add_route(method, path, handler)
     return app
