@@ -29,7 +29,7 @@ from raftmq.broker.errors import (
     UnsupportedMediaType,
     as_broker_error,
 )
-from raftmq.broker.http.decoding import check_text, decode_json, decode_msgpack, parse_int
+from raftmq.broker.http.decoding import decode_json, decode_msgpack, parse_int
 from raftmq.broker.http.long_polls import LongPolls
 from raftmq.broker.http.openapi import openapi_document
 from raftmq.broker.produce import parse_produce
@@ -77,10 +77,8 @@ def _jsonable(obj: Any) -> Any:
 
 def respond(request: web.Request, data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     if _wants_msgpack(request):
-        # backslashreplace: an error message may quote a header the client sent
-        # with a byte that is no UTF-8 (aiohttp keeps it as a lone surrogate).
-        return web.Response(body=msgpack.packb(data, use_bin_type=True, unicode_errors="backslashreplace"),
-                            status=status, content_type=MSGPACK, headers=headers)
+        return web.Response(body=msgpack.packb(data, use_bin_type=True), status=status,
+                            content_type=MSGPACK, headers=headers)
     return web.Response(text=json.dumps(_jsonable(data), default=_json_default), status=status,
                         content_type=JSON, headers=headers)
 
@@ -123,15 +121,6 @@ def _int_arg(request: web.Request, name: str, default: int | None = None) -> int
 
 def _path_int(request: web.Request, name: str) -> int:
     return parse_int(request.match_info[name], name)
-
-
-def check_request_text(request: web.Request) -> None:
-    """Refuse a path or query string holding a lone surrogate (a raw byte in
-    the URL that is no UTF-8 reaches us as one) before any handler runs."""
-    check_text(request.path, "the path")
-    for key, value in request.query.items():
-        check_text(key, "a query parameter name")
-        check_text(value, f"query parameter {key!r}")
 
 
 def _field(obj: dict[str, Any], name: str, kind: type | tuple[type, ...], required: bool = True) -> Any:
@@ -274,7 +263,6 @@ async def openapi(request: web.Request) -> web.Response:
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
-        check_request_text(request)
         return await handler(request)
     except NotLeaderError as exc:
         location = exc.leader_url.rstrip("/") + str(request.rel_url)
