@@ -84,6 +84,7 @@ class HttpSettings:
     is answered in the JSON error model or closes the connection with a log line."""
 
     header_timeout_ms: int = 10_000  # a request's line and headers must arrive within this (slowloris)
+    body_timeout_ms: int = 60_000  # a request's body must arrive within this once it is read; else 408
     keepalive_idle_ms: int = 30_000  # a kept-alive connection idle this long between requests is closed
     # Open HTTP connections; also never more than 3/4 of the process's open-file
     # limit (RLIMIT_NOFILE), the rest being for the log, its files and the peers.

@@ -185,3 +185,10 @@ class TooManyConnections(BrokerError):
     code = "too_many_connections"
     http_status = 503
     retry_after_s = 1
+
+
+class RequestTimeout(BrokerError):
+    """A request body did not arrive within ``[http] body_timeout_ms``."""
+
+    code = "request_timeout"
+    http_status = 408

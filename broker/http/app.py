@@ -11,6 +11,7 @@ ever aiohttp's plain-text 500.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -18,6 +19,7 @@ from typing import Any, Awaitable, Callable
 
 import msgpack
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from raftmq.broker.config import HttpSettings
 from raftmq.broker.errors import (
@@ -25,6 +27,7 @@ from raftmq.broker.errors import (
     InvalidArgument,
     MalformedBody,
     NotLeaderError,
+    RequestTimeout,
     RequestTooLarge,
     UnsupportedMediaType,
     as_broker_error,
@@ -91,10 +94,18 @@ async def read_body(request: web.Request) -> dict[str, Any]:
         # refused before it is read: the client need not send it all to hear so
         raise RequestTooLarge(f"a request body of {request.content_length} bytes is over the limit of {limit} "
                               f"(max_request_bytes)")
+    timeout_ms = request.app[HTTP].body_timeout_ms
     try:
-        raw = await request.read()
+        async with asyncio.timeout(timeout_ms / 1000):
+            raw = await request.read()
+    except TimeoutError:
+        raise RequestTimeout(f"the request body did not arrive within {timeout_ms} ms (body_timeout_ms)") from None
     except web.HTTPRequestEntityTooLarge as exc:
         raise RequestTooLarge(f"{exc.text} (max_request_bytes)") from None
+    except (ConnectionError, HttpProcessingError) as exc:
+        # A chunked body that breaks off or does not parse: aiohttp's parser
+        # ends the body with this while the handler reads it.
+        raise MalformedBody(f"request body could not be read: {type(exc).__name__}: {exc}") from None
     max_depth = request.app[HTTP].max_json_depth
     if ctype == MSGPACK:
         obj = decode_msgpack(raw, max_depth)
@@ -299,8 +310,11 @@ def error_response(request: web.Request, exc: BrokerError) -> web.Response:
     retry = getattr(exc, "retry_after_s", None)
     if retry is not None:
         headers["Retry-After"] = str(retry)
-    return respond(request, {"error": exc.code, "message": exc.message, **exc.details},
+    resp = respond(request, {"error": exc.code, "message": exc.message, **exc.details},
                    status=exc.http_status, headers=headers)
+    if isinstance(exc, RequestTimeout):
+        resp.force_close()  # the rest of its body is never read: the connection cannot carry another request
+    return resp
 
 
 ROUTES: list[tuple[str, str, Handler]] = [

@@ -21,7 +21,7 @@ from tests.integration.broker_group import REPO, BrokerGroup, http, running_grou
 
 pytestmark = pytest.mark.integration
 
-HTTP = {"header_timeout_ms": 2000, "max_connections": 32, "max_long_polls": 4}
+HTTP = {"header_timeout_ms": 2000, "body_timeout_ms": 2000, "max_connections": 32, "max_long_polls": 4}
 
 
 @pytest.fixture(scope="module")
@@ -343,3 +343,30 @@ def test_1200_idle_long_polls_under_ulimit_1024_leave_room_for_a_producer(tmp_pa
         for s in socks:
             s.close()
         g.stop()
+
+
+@pytest.mark.parametrize("tail", [b"zz\r\n", b"3\r\nabcdef\r\n", b"5\r\nab"])
+def test_a_broken_or_stalled_body_is_answered_in_time_and_never_a_500(group: BrokerGroup, url: str,
+                                                                       tail: bytes) -> None:
+    """The handler is already reading a chunked body when it breaks (a bad chunk
+    size, a chunk longer than announced) or the client stops sending it: a
+    4xx (408 request_timeout after ``body_timeout_ms``), or no answer to a
+    client that hung up; never an internal error, never a request held open."""
+    start = time.monotonic()
+    with socket.create_connection(addr(url), timeout=10) as s:
+        s.sendall(b"POST /v1/topics/t/messages HTTP/1.1\r\nHost: h\r\nContent-Type: application/json\r\n"
+                  b"Transfer-Encoding: chunked\r\n\r\n3\r\n{\"m\r\n")
+        time.sleep(0.3)  # the handler is reading the body by now
+        s.sendall(tail)
+        if tail.startswith(b"5"):
+            s.shutdown(socket.SHUT_WR)  # the body ends in the middle of a chunk
+        answer = b""
+        while b"\r\n\r\n" not in answer and (chunk := s.recv(65536)):
+            answer += chunk
+    assert time.monotonic() - start < HTTP["body_timeout_ms"] / 1000 + 3
+    if answer:
+        status = int(answer.split()[1])
+        assert 400 <= status < 500 and b'"error": "' in answer, answer
+    assert_alive(group)
+    log_text = group.node("n1").log_path.read_text()
+    assert "internal_error" not in log_text and "Traceback" not in log_text
