@@ -18,6 +18,10 @@ A node's TOML file::
     [limits]                       # all optional
     max_message_bytes = 4194304
 
+    [http]                         # all optional: the HTTP server's bounds (HttpSettings)
+    header_timeout_ms = 10000
+    max_connections = 768
+
 The replicated log's settings (``flush``, ``segment_bytes``, ``tick_ms``,
 ``heartbeat_ticks``, ``election_timeout_ticks``, ``preferred_leader``,
 ``rejoin``, ``bootstrap``: dledger's ``LogSettings``) are held as one section,
