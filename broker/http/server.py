@@ -50,7 +50,8 @@ def connection_cap(max_connections: int, nofile_soft: int) -> int:
     return max(1, min(max_connections, nofile_soft * 3 // 4))
 
 
-def error_body(status: int, code: str, message: str) -> bytes:
+def error_body(code: str, message: str) -> bytes:
+    """The JSON error model, for answers made before (or without) the app."""
     return json.dumps({"error": code, "message": message}).encode()
 
 
@@ -105,7 +106,7 @@ class GuardedRequestHandler(RequestHandler):
     def _refuse(self, transport: asyncio.Transport) -> None:
         err = TooManyConnections(f"this node has {self._guard.cap} connections open (max_connections); "
                                  f"retry shortly")
-        body = error_body(err.http_status, err.code, err.message)
+        body = error_body(err.code, err.message)
         transport.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json; charset=utf-8\r\n"
                         b"Retry-After: %d\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s"
                         % (err.retry_after_s, len(body), body))
@@ -153,7 +154,7 @@ class GuardedRequestHandler(RequestHandler):
                      getattr(request, "remote", None), text[:200])
         if request.writer.output_size > 0:  # an answer is half sent: the connection is broken
             raise ConnectionError("response already started; cannot send the error")
-        resp = web.Response(status=status, body=error_body(status, code, text), content_type="application/json")
+        resp = web.Response(status=status, body=error_body(code, text), content_type="application/json")
         resp.force_close()
         return resp
 
