@@ -18,6 +18,10 @@ A node's TOML file::
     [limits]                       # all optional
     max_message_bytes = 4194304
 
+    [http]                         # all optional: the HTTP server's bounds (HttpSettings)
+    header_timeout_ms = 10000
+    max_connections = 768
+
 The replicated log's settings (``flush``, ``segment_bytes``, ``tick_ms``,
 ``heartbeat_ticks``, ``election_timeout_ticks``, ``preferred_leader``,
 ``rejoin``, ``bootstrap``: dledger's ``LogSettings``) are held as one section,
@@ -78,6 +82,32 @@ class Limits:
 
 
 @dataclass(slots=True, frozen=True)
+class HttpSettings:
+    """The HTTP server's own bounds (the ``[http]`` table): what one client may
+    hold of a node's sockets, time and stack, whatever it sends. Each one hit
+    is answered in the JSON error model or closes the connection with a log line."""
+
+    header_timeout_ms: int = 10_000  # a request's line and headers must arrive within this (slowloris)
+    body_timeout_ms: int = 60_000  # a request's body must arrive within this once it is read; else 408
+    keepalive_idle_ms: int = 30_000  # a kept-alive connection idle this long between requests is closed
+    # Open HTTP connections; also never more than 3/4 of the process's open-file
+    # limit (RLIMIT_NOFILE), the rest being for the log, its files and the peers.
+    # When full, an idle kept-alive connection is closed to make room; with none
+    # idle, the new one gets 503 too_many_connections and is closed.
+    max_connections: int = 768
+    max_long_polls: int = 256  # pulls waiting at once; a pull over it is answered at once, as if wait_ms=0
+    max_json_depth: int = 32  # arrays/objects nested in a request body (JSON or msgpack); deeper is a 400
+    max_request_line_bytes: int = 8190  # method, URL and version; longer is 414 uri_too_long
+    max_header_bytes: int = 8190  # one header line; longer is 431 header_too_large
+
+    def __post_init__(self) -> None:
+        check_fields(self, "http.")
+        for f in fields(self):
+            if getattr(self, f.name) < 1:
+                raise ValueError(f"http.{f.name}: must be at least 1")
+
+
+@dataclass(slots=True, frozen=True)
 class BrokerConfig:
     node_id: str
     group: str
@@ -91,6 +121,7 @@ class BrokerConfig:
     # The replicated log's settings (flush, segment size, tick and timeouts,
     # preferred leader, rejoin, bootstrap): flat keys or a [log] table in TOML.
     log: LogSettings = field(default_factory=LogSettings)
+    http: HttpSettings = field(default_factory=HttpSettings)  # the [http] table
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -174,6 +205,11 @@ def from_mapping(raw: Mapping[str, Any]) -> BrokerConfig:
         raise ValueError(f"unknown limit(s): {', '.join(sorted(set(lim) - lknown))}")
     kw["limits"] = Limits(**lim)
     kw["log"] = _log_settings(raw)
+    http = _table(raw, "http")
+    hknown = {f.name for f in fields(HttpSettings)}
+    if set(http) - hknown:
+        raise ValueError(f"unknown http setting(s): {', '.join(sorted(set(http) - hknown))}")
+    kw["http"] = HttpSettings(**http)
     return BrokerConfig(**kw)
 
 

@@ -158,3 +158,37 @@ def as_broker_error(exc: Exception) -> BrokerError:
     if isinstance(exc, (CorruptStore, RecordError)):
         return StorageDamaged(f"this node found damaged data and will not serve it; read from another node: {exc}")
     return BrokerError(f"internal error: {type(exc).__name__}: {exc}")
+
+
+# -- refused by the HTTP edge before any handler (broker/http/decoding.py, server.py)
+class NestingTooDeep(BadRequest):
+    """A request body nests arrays or objects deeper than ``[http] max_json_depth``."""
+
+    code = "nesting_too_deep"
+
+
+class InvalidString(BadRequest):
+    """A string in a request (body, path or query) holds a lone UTF-16 surrogate."""
+
+    code = "invalid_string"
+
+
+class IntegerOutOfRange(BadRequest):
+    """An integer in a request does not fit in a signed 64-bit integer."""
+
+    code = "integer_out_of_range"
+
+
+class TooManyConnections(BrokerError):
+    """The node holds ``[http] max_connections`` open connections, none idle."""
+
+    code = "too_many_connections"
+    http_status = 503
+    retry_after_s = 1
+
+
+class RequestTimeout(BrokerError):
+    """A request body did not arrive within ``[http] body_timeout_ms``."""
+
+    code = "request_timeout"
+    http_status = 408

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 import signal
 import sys
 
@@ -21,6 +22,7 @@ from aiohttp import web
 from raftmq.broker import config as config_mod
 from raftmq.broker.config import BrokerConfig, Member
 from raftmq.broker.http.app import make_app
+from raftmq.broker.http.server import GuardedAppRunner, connection_cap
 from raftmq.broker.service import Broker
 from raftmq.eventloop import loop_factory
 
@@ -98,14 +100,20 @@ def parse_args(argv: list[str] | None = None) -> BrokerConfig | int:
 async def serve(cfg: BrokerConfig) -> None:
     broker = Broker(cfg)
     await broker.start()
-    runner = web.AppRunner(make_app(broker), access_log=None)
+    http = cfg.http
+    cap = connection_cap(http.max_connections, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+    runner = GuardedAppRunner(make_app(broker, http), access_log=None, cap=cap,
+                              header_timeout_s=http.header_timeout_ms / 1000,
+                              keepalive_timeout=http.keepalive_idle_ms / 1000,
+                              max_line_size=http.max_request_line_bytes, max_field_size=http.max_header_bytes)
     await runner.setup()
     host, port = cfg.http_host_port
     site = web.TCPSite(runner, host, port, reuse_address=True)
     await site.start()
     loop = asyncio.get_running_loop()
-    log.info("node=%s group=%s http=%s raft=%s data=%s flush=%s loop=%s serving", cfg.node_id, cfg.group,
-             cfg.me.http_url, cfg.me.raft_addr, cfg.data_dir, cfg.log.flush, type(loop).__module__.split(".")[0])
+    log.info("node=%s group=%s http=%s raft=%s data=%s flush=%s loop=%s max_connections=%d serving", cfg.node_id,
+             cfg.group, cfg.me.http_url, cfg.me.raft_addr, cfg.data_dir, cfg.log.flush,
+             type(loop).__module__.split(".")[0], cap)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)

@@ -11,6 +11,7 @@ ever aiohttp's plain-text 500.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -18,16 +19,21 @@ from typing import Any, Awaitable, Callable
 
 import msgpack
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
+from raftmq.broker.config import HttpSettings
 from raftmq.broker.errors import (
     BrokerError,
     InvalidArgument,
     MalformedBody,
     NotLeaderError,
+    RequestTimeout,
     RequestTooLarge,
     UnsupportedMediaType,
     as_broker_error,
 )
+from raftmq.broker.http.decoding import decode_json, decode_msgpack, parse_int
+from raftmq.broker.http.long_polls import LongPolls
 from raftmq.broker.http.openapi import openapi_document
 from raftmq.broker.produce import parse_produce
 from raftmq.broker.service import Broker
@@ -39,6 +45,8 @@ JSON = "application/json"
 # curl -d sends form-urlencoded unless told otherwise; its body is still our JSON.
 JSON_TYPES = frozenset({JSON, "application/x-www-form-urlencoded"})
 BROKER: web.AppKey[Broker] = web.AppKey("broker", Broker)
+HTTP: web.AppKey[HttpSettings] = web.AppKey("http", HttpSettings)
+LONG_POLLS: web.AppKey[LongPolls] = web.AppKey("long_polls", LongPolls)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -81,20 +89,28 @@ def respond(request: web.Request, data: Any, status: int = 200, headers: dict[st
 async def read_body(request: web.Request) -> dict[str, Any]:
     """The request's JSON or msgpack object; 4xx for anything else."""
     ctype = request.content_type
+    limit = request.app[BROKER].limits.max_request_bytes
+    if request.content_length is not None and request.content_length > limit:
+        # refused before it is read: the client need not send it all to hear so
+        raise RequestTooLarge(f"a request body of {request.content_length} bytes is over the limit of {limit} "
+                              f"(max_request_bytes)")
+    timeout_ms = request.app[HTTP].body_timeout_ms
     try:
-        raw = await request.read()
+        async with asyncio.timeout(timeout_ms / 1000):
+            raw = await request.read()
+    except TimeoutError:
+        raise RequestTimeout(f"the request body did not arrive within {timeout_ms} ms (body_timeout_ms)") from None
     except web.HTTPRequestEntityTooLarge as exc:
         raise RequestTooLarge(f"{exc.text} (max_request_bytes)") from None
+    except (ConnectionError, HttpProcessingError) as exc:
+        # A chunked body that breaks off or does not parse: aiohttp's parser
+        # ends the body with this while the handler reads it.
+        raise MalformedBody(f"request body could not be read: {type(exc).__name__}: {exc}") from None
+    max_depth = request.app[HTTP].max_json_depth
     if ctype == MSGPACK:
-        try:
-            obj = msgpack.unpackb(raw, raw=False, strict_map_key=True)
-        except Exception as exc:  # msgpack raises several unrelated types on garbage
-            raise MalformedBody(f"request body is not valid msgpack: {exc}") from None
+        obj = decode_msgpack(raw, max_depth)
     elif ctype in JSON_TYPES or "Content-Type" not in request.headers:
-        try:
-            obj = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise MalformedBody(f"request body is not valid JSON: {exc}") from None
+        obj = decode_json(raw, max_depth)
     else:
         raise UnsupportedMediaType(f"Content-Type must be {JSON} or {MSGPACK}, not {ctype}")
     if not isinstance(obj, dict):
@@ -111,18 +127,11 @@ def _int_arg(request: web.Request, name: str, default: int | None = None) -> int
         if default is None:
             raise InvalidArgument(f"query parameter {name!r} is required")
         return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise InvalidArgument(f"query parameter {name!r} must be an integer, not {raw!r}") from None
+    return parse_int(raw, f"query parameter {name!r}")
 
 
 def _path_int(request: web.Request, name: str) -> int:
-    raw = request.match_info[name]
-    try:
-        return int(raw)
-    except ValueError:
-        raise InvalidArgument(f"{name} must be an integer, not {raw!r}") from None
+    return parse_int(request.match_info[name], name)
 
 
 def _field(obj: dict[str, Any], name: str, kind: type | tuple[type, ...], required: bool = True) -> Any:
@@ -178,16 +187,17 @@ async def produce(request: web.Request) -> web.Response:
 
 
 async def pull(request: web.Request) -> web.Response:
+    """A long poll (``wait_ms`` > 0) takes one of ``[http] max_long_polls``
+    slots while it runs; with none free it is answered at once, as if
+    ``wait_ms`` were 0 (the answer is the same, only sooner)."""
     broker = request.app[BROKER]
-    res = await broker.pull(
-        request.match_info["topic"],
-        _path_int(request, "queue"),
-        _int_arg(request, "offset", 0),
-        _int_arg(request, "max", 32),
-        _int_arg(request, "wait_ms", 0),
-        request.query.get("tags"),
-    )
-    return respond(request, res)
+    args = (request.match_info["topic"], _path_int(request, "queue"), _int_arg(request, "offset", 0),
+            _int_arg(request, "max", 32))
+    wait_ms, tags = _int_arg(request, "wait_ms", 0), request.query.get("tags")
+    if wait_ms == 0:
+        return respond(request, await broker.pull(*args, 0, tags))
+    with request.app[LONG_POLLS].slot() as granted:
+        return respond(request, await broker.pull(*args, wait_ms if granted else 0, tags))
 
 
 async def get_message(request: web.Request) -> web.Response:
@@ -300,8 +310,11 @@ def error_response(request: web.Request, exc: BrokerError) -> web.Response:
     retry = getattr(exc, "retry_after_s", None)
     if retry is not None:
         headers["Retry-After"] = str(retry)
-    return respond(request, {"error": exc.code, "message": exc.message, **exc.details},
+    resp = respond(request, {"error": exc.code, "message": exc.message, **exc.details},
                    status=exc.http_status, headers=headers)
+    if isinstance(exc, RequestTimeout):
+        resp.force_close()  # the rest of its body is never read: the connection cannot carry another request
+    return resp
 
 
 ROUTES: list[tuple[str, str, Handler]] = [
@@ -326,9 +339,12 @@ ROUTES: list[tuple[str, str, Handler]] = [
 ]
 
 
-def make_app(broker: Broker) -> web.Application:
+def make_app(broker: Broker, http: HttpSettings | None = None) -> web.Application:
+    http = http or HttpSettings()
     app = web.Application(middlewares=[errors_middleware], client_max_size=broker.limits.max_request_bytes)
     app[BROKER] = broker
+    app[HTTP] = http
+    app[LONG_POLLS] = LongPolls(http.max_long_polls)
     for method, path, handler in ROUTES:
         app.router.add_route(method, path, handler)
     return app

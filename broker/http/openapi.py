@@ -79,15 +79,17 @@ SCHEMAS: dict[str, Any] = {
                                                                   "max_offset": {"type": "integer"}}}}}},
     "TopicList": {"type": "object", "properties": {"topics": {"type": "array", "items": {
         "type": "object", "properties": {"name": {"type": "string"}, "queues": {"type": "integer"}}}}}},
-    "OutMessage": {"type": "object",
+    "OutMessage": {"type": "object", "additionalProperties": False,
                    "properties": {"body": {"type": "string", "description": "UTF-8 text (bytes in msgpack)"},
                                   "body_b64": {"type": "string", "description": "binary body, base64"},
-                                  "tags": {"type": "string"}, "keys": {"type": "array", "items": {"type": "string"}},
+                                  "tags": {"type": "string"},
+                                  "keys": {"type": ["array", "string"], "items": {"type": "string"},
+                                           "description": "a list, or one string of space-separated keys"},
                                   "properties": {"type": "object", "additionalProperties": {"type": "string"}},
                                   "queue_id": {"type": "integer"},
                                   "sharding_key": {"type": "string", "description": "same key, same queue"},
                                   "born_ts": {"type": "integer"}}},
-    "ProduceRequest": {"type": "object", "required": ["messages"],
+    "ProduceRequest": {"type": "object", "required": ["messages"], "additionalProperties": False,
                        "properties": {"messages": {"type": "array", "items": _ref("OutMessage"), "minItems": 1},
                                       "producer_id": {"type": "string"},
                                       "sequence": {"type": "integer", "minimum": 0,
@@ -149,6 +151,38 @@ SCHEMAS: dict[str, Any] = {
                                      "queue_ids": {"type": "array", "items": {"type": "integer"}}}},
     "UnlockResponse": {"type": "object", "properties": {"unlocked": {"type": "array", "items": {"type": "integer"}}}},
 }
+
+
+def _int64(node: Any) -> Any:
+    """``node`` with ``format: int64`` on every integer schema: the server refuses
+    integers outside a signed 64-bit integer (400 integer_out_of_range)."""
+    if isinstance(node, dict):
+        out = {k: _int64(v) for k, v in node.items()}
+        kind = out.get("type")
+        if kind == "integer" or (isinstance(kind, list) and "integer" in kind):
+            out.setdefault("format", "int64")
+        return out
+    if isinstance(node, list):
+        return [_int64(v) for v in node]
+    return node
+
+
+def _add_common_errors(paths: dict[str, Any]) -> None:
+    """Answers any operation of a kind can give, added where not listed: 400
+    for a malformed parameter or body (an integer outside int64, a lone
+    surrogate, nesting past max_json_depth, ...); 413 and 415 for a body
+    over max_request_bytes or of another Content-Type."""
+    for item in paths.values():
+        shared = item.get("parameters", [])
+        for method, op in item.items():
+            if method == "parameters":
+                continue
+            responses = op["responses"]
+            if shared or op.get("parameters") or "requestBody" in op:
+                responses.setdefault("400", _err("Bad input"))
+            if "requestBody" in op:
+                responses.setdefault("413", _err("Request body over max_request_bytes"))
+                responses.setdefault("415", _err("Unsupported Content-Type"))
 
 
 def openapi_document() -> dict[str, Any]:
@@ -239,16 +273,18 @@ def openapi_document() -> dict[str, Any]:
         "/v1/groups/{group}/unlock": {
             "parameters": [group],
             "post": {"summary": "Release queue locks", "requestBody": _body(_ref("UnlockRequest")),
-                     "responses": {"200": _ok(_ref("UnlockResponse")), **WRITE_ERRORS}},
+                     "responses": {"200": _ok(_ref("UnlockResponse")), "404": _err("Unknown topic"),
+                                   **WRITE_ERRORS}},
         },
         "/v1/openapi.json": {"get": {"summary": "This document",
                                      "responses": {"200": {"description": "OpenAPI 3.1 document"}}}},
     }
+    _add_common_errors(paths)
     return {
         "openapi": "3.1.0",
         "info": {"title": "RaftMQ broker HTTP API", "version": "1",
                  "description": "RocketMQ-style topics and queues on a Raft-replicated log. JSON by default; "
                                 "msgpack with Content-Type or Accept application/msgpack."},
-        "paths": paths,
-        "components": {"schemas": SCHEMAS},
+        "paths": _int64(paths),
+        "components": {"schemas": _int64(SCHEMAS)},
     }
