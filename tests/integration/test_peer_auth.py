@@ -159,3 +159,23 @@ def test_without_a_secret_the_group_works_and_a_forged_timeout_now_changes_the_t
             assert not forger.closed_by_peer(0.5)
         group.wait_for(lambda: (group.health(follower.id) or {}).get("term", 0) > view.term, 10,
                        "the forged TimeoutNow to start an election")
+
+
+@pytest.mark.parametrize("secret, error", [("short\n", "at least 16 bytes, got 5"), (None, "cannot read")])
+def test_a_node_with_a_short_or_unreadable_secret_refuses_to_start_with_one_line(
+        tmp_path: Path, secret: str | None, error: str) -> None:
+    import sys
+
+    from raftmq.client.local.node_toml import node_toml
+
+    secret_file = tmp_path / "secret"
+    if secret is not None:
+        secret_file.write_text(secret)
+    cfg = tmp_path / "node.toml"
+    cfg.write_text(node_toml("n1", "g", str(tmp_path / "data"), "async",
+                             {"n1": ("http://127.0.0.1:1", "127.0.0.1:2")}, {"cluster_secret_file": str(secret_file)}))
+    r = subprocess.run([sys.executable, "-m", "raftmq.broker", "--config", str(cfg)], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and error in lines[0] and "cluster_secret_file" in lines[0], r.stderr

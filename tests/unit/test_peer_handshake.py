@@ -200,3 +200,14 @@ async def test_unfinished_frames_beyond_max_buffered_bytes_pause_reading(anet: A
         for w in writers:
             w.close()
     await until(lambda: t._buffered == 0, what="buffers released")
+
+
+def test_local_groups_get_a_private_secret_file_kept_across_restarts(tmp_path: Path) -> None:
+    from raftmq.client.local.node_toml import ensure_cluster_secret
+
+    path = ensure_cluster_secret(tmp_path / "base")
+    text = path.read_text()
+    assert path.is_absolute() and (path.stat().st_mode & 0o777) == 0o600
+    assert len(text.strip()) == 64 and int(text, 16) >= 0
+    assert ensure_cluster_secret(tmp_path / "base") == path and path.read_text() == text
+    assert load_cluster_secret(str(path), {}) == text.strip().encode()
