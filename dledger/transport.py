@@ -15,13 +15,29 @@ nothing for a bounded memory footprint. A lost connection is redialed with
 exponential backoff and jitter.
 
 Receiving: an accepted connection must send a hello naming a known peer of
-the same cluster within ``hello_timeout_ms``; then each frame is decoded and
-handed to ``on_message`` synchronously, after checking that it comes from the
-hello's node and is addressed to us. Anything malformed or unexpected (garbage,
-an oversized length, a wrong cluster, a spoofed sender, silence) is logged and
-closes that connection only; the node and its other connections carry on.
-There is no authentication: the peer network is trusted, the checks are
-against bugs, misconfiguration and stray clients.
+the same cluster and, when the node has a cluster secret, finish the
+challenge-response handshake (``dledger.codec``, ``dledger.peer_auth``: the
+only frames that flow from acceptor to dialer) within ``hello_timeout_ms``;
+then each frame is decoded and handed to ``on_message`` synchronously, after
+checking that it comes from the hello's node and is addressed to us. Anything
+malformed or unexpected (garbage, an oversized length, a wrong cluster, a
+spoofed sender, a wrong proof, silence) closes that connection only; the node
+and its other connections carry on. Refusals before the handshake is done are
+logged at most once a minute per source address (``dledger.refusal_log``),
+with the count suppressed since. Without a secret there is no
+authentication: the node says so once at start.
+
+Bounds: at most ``max_handshakes`` connections in their handshake (more are
+closed at once), at most ``MAX_HELLO_BYTES`` buffered before it is done, at
+most ``max_inbound_per_peer`` connections per authenticated peer (a newer
+one replaces the oldest), and at most ``max_buffered_bytes`` of unfinished
+frames over all connections before reading pauses (``PeerTransport._account``).
+With ``dledger.peer_security``'s TLS contexts the listener and the dials run
+over TLS, the handshake inside it.
+
+A dialer with a secret sends the version-2 hello, waits for the acceptor's
+challenge and checks it before anything else: until its proof is sent the
+connection is not the peer's ``conn``, so its messages stay queued.
 
 Data-directory identities (``dledger.store.identity``): each hello carries
 the id of the sender's data directory and the id under which the sender
