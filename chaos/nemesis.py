@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from raftmq.client.local.cluster import free_port
-from raftmq.client.local.node_toml import node_toml
+from raftmq.client.local.node_toml import ensure_cluster_secret, node_toml
 from raftmq.client.local.supervisor import Supervisor
 from raftmq.client.errors import RaftMQError
 from raftmq.client.http import Transport, TransportConfig
@@ -95,11 +95,13 @@ class Group:
 
     def __init__(self, base: Path, n: int, flush: str, *, distinct_hosts: bool, group: str = "chaos",
                  segment_bytes: int = SEGMENT_BYTES, checkpoint_interval_ms: int = CHECKPOINT_INTERVAL_MS,
-                 rejoin_wiped: bool = False, bootstrap_key: bool = BOOTSTRAP_KEY) -> None:
+                 rejoin_wiped: bool = False, bootstrap_key: bool = BOOTSTRAP_KEY, secret: bool = True) -> None:
         """``rejoin_wiped``: restart a wiped node with ``--rejoin`` (by default it
         gets no flag); ``bootstrap_key``: write ``bootstrap = true`` into each
-        node's TOML for the group's first start (see ``BOOTSTRAP_KEY``)."""
+        node's TOML for the group's first start (see ``BOOTSTRAP_KEY``);
+        ``secret``: authenticate the peer port with a cluster secret file in ``base``."""
         self.base = base
+        self.secret_file = str(ensure_cluster_secret(base)) if secret else None
         self.group = group
         self.flush = flush
         self.segment_bytes = segment_bytes
@@ -134,6 +136,8 @@ class Group:
                                  "checkpoint_interval_ms": self.checkpoint_interval_ms}
         if bootstrap and self.bootstrap_key:
             extra["bootstrap"] = True
+        if self.secret_file is not None:
+            extra["cluster_secret_file"] = self.secret_file
         node.config_path.write_text(node_toml(node.id, self.group, str(node.data_dir), self.flush,
                                               {m.id: (m.http_url, m.raft_addr) for m in self.nodes}, extra))
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from raftmq.chaos.checker import ANOMALIES, percentile
+from raftmq.chaos.forge_fault import forgery_totals
 from raftmq.chaos.history import COMMIT, DELIVER, FAULT, OK, PULL, SEND, History
 from raftmq.chaos.runner import RunResult
 
@@ -89,6 +90,8 @@ def summary(res: RunResult) -> dict[str, Any]:
         "faults": res.availability["faults"],
         "damage": damage,
         "damage_counts": damage_counts,
+        "forgeries": forgery_totals([(o.detail or {})["forge"] for o in h.of(FAULT)
+                                     if o.outcome == OK and o.value == "forge" and "forge" in (o.detail or {})]),
         "faults_not_injected": [{"fault": o.value, "at": round(o.invoke, 3), **(o.detail or {})}
                                 for o in h.of(FAULT) if o.outcome != OK],
         "operations": {
@@ -275,9 +278,12 @@ def one_line(doc: dict[str, Any]) -> str:
     fo = doc["failover_after_leader_kill"]
     counts = doc["check"]["counts"]
     damage = doc.get("damage_counts") or {}
+    forged = doc.get("forgeries") or {}
     return (f"{doc['verdict']}: {doc['faults_injected']}/{doc['faults_planned']} faults "
             f"({', '.join(f'{k} {v}' for k, v in sorted(doc['faults_by_kind'].items())) or 'none'}), "
-            + (f"damage ({', '.join(f'{k} {v}' for k, v in damage.items())}), " if damage else "") +
+            + (f"damage ({', '.join(f'{k} {v}' for k, v in damage.items())}), " if damage else "")
+            + (f"forged frames refused {forged['refused']}/{forged['sent']} (term moved during "
+               f"{forged['term_moved']} of {forged['faults']} forge faults), " if forged.get("faults") else "") +
             f"{doc['acknowledged']} acknowledged sends, {doc['anomalies']} anomalies"
             + (f" ({', '.join(f'{k} {v}' for k, v in counts.items() if v)})" if doc["anomalies"] else "")
             + (f"; failover after leader kill p50 {fo['p50_s']} s, max {fo['max_s']} s" if fo["count"] else ""))

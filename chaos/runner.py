@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from raftmq.chaos import damage
+from raftmq.chaos import damage, forge_fault
 from raftmq.chaos.checker import CheckResult, availability, check
 from raftmq.chaos.history import CONVERGE, CRASH, FAIL, FAULT, OK, SEND, History
 from raftmq.chaos.nemesis import SEGMENT_BYTES, Group, Node
@@ -231,6 +231,11 @@ class Run:
                                                                str(pf.how), pf.damage_seed)
                 await asyncio.sleep(pf.duration_s)
                 g.start(target)  # a wiped node comes back with no flag unless rejoin_wiped
+            elif pf.fault == "forge":
+                started = self.now()
+                urls = [n.http_url for n in g.nodes if n.alive()]
+                detail["forge"] = await asyncio.to_thread(forge_fault.forge_once, urls, target.id)
+                await self._sleep_until(started + pf.duration_s)
             elif pf.fault == "kill-all":
                 killed = await g.kill_all()
                 op.node = ",".join(killed)

@@ -16,7 +16,9 @@ Storage faults (on the target, stopped with SIGKILL first, restarted after):
 a committed log entry, ``how`` says header or body), ``corrupt-derived`` (a
 derived file: ``target`` consumequeue, indexfile or checkpoint, damaged as
 ``how`` says, see ``chaos.damage.DERIVED``), ``wipe`` (the whole data
-directory). ``kill-all`` stops every node at once.
+directory). ``kill-all`` stops every node at once. ``forge`` sends forged peer
+frames to the target from a process without the cluster secret
+(``chaos.forge_fault``).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from typing import Any, Final, Mapping
 from raftmq.chaos.damage import DERIVED
 
 FAULTS: Final = ("kill-leader", "kill", "pause-leader", "pause", "partition", "torn-tail", "wipe", "corrupt",
-                 "corrupt-derived", "kill-all")
+                 "corrupt-derived", "kill-all", "forge")
 DEFAULT_FAULTS: Final = ("kill-leader", "kill", "pause-leader", "pause", "partition")
 PARTITIONS: Final = ("isolate-leader", "halves", "ring")
 LEADER_FAULTS: Final = frozenset({"kill-leader", "pause-leader"})

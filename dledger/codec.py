@@ -37,6 +37,37 @@ it has never seen the receiver). A receiver accepts both lengths; a node of
 the older version accepts only the 4-item form, so a sender uses it towards
 a peer whose own hello came in that form (``dledger.transport``).
 
+Authenticated hello (protocol version 2)
+----------------------------------------
+A node with a cluster secret (``cluster_secret_file`` or the environment
+variable ``RAFTMQ_CLUSTER_SECRET``) opens every connection with a 7-item
+hello carrying a fresh 16-byte random nonce ``nd`` (a bin)::
+
+    [100, 2, node_id, cluster, data_id, known_as, nd]
+
+and both sides prove that they hold the secret before any Raft frame is
+decoded. This is the only time frames flow from the acceptor to the dialer::
+
+    dialer -> acceptor   hello [100, 2, dialer_id, cluster, data_id, known_as, nd]
+    acceptor -> dialer   challenge [101, na, proof_a]
+    dialer -> acceptor   proof [102, proof_d]
+    dialer -> acceptor   messages, as above
+
+    proof_a = HMAC-SHA256(secret, "raftmq-peer-v2 acceptor" | cluster | acceptor_id | dialer_id | nd | na)
+    proof_d = HMAC-SHA256(secret, "raftmq-peer-v2 dialer" | cluster | dialer_id | acceptor_id | na | nd)
+
+``na`` is the acceptor's fresh 16-byte nonce, each proof 32 bytes (bins);
+``|`` joins fields each behind its 4-byte big-endian length, so no two field
+lists give the same bytes (``dledger.peer_auth``). The dialer checks
+``proof_a`` before it sends anything else (an impostor acceptor gets no Raft
+frame); the acceptor checks ``proof_d`` before it applies the hello's
+data-directory ids or delivers a message. Proofs are compared in constant
+time (``hmac.compare_digest``). Fresh nonces on both sides make a recorded
+handshake useless on another connection; the distinct labels and the order
+of the ids make one side's proof useless as the other's. A node with a secret
+refuses a version-1 hello, and one without a secret refuses a version-2
+hello: a secret on one side only is a misconfiguration that both sides log.
+
 Message payload
 ---------------
 A msgpack array ``[type, term, src, dst, fields...]``; ``term`` is an
@@ -106,6 +137,10 @@ MAX_HELLO_BYTES: Final = 1024
 MAX_ID_CHARS: Final = 128
 """Longest node id or cluster name on the wire."""
 PROTOCOL_VERSION: Final = 1
+AUTH_PROTOCOL_VERSION: Final = 2
+"""The hello version of a node with a cluster secret (the challenge-response below)."""
+NONCE_BYTES: Final = 16
+"""Length of the handshake's random nonces."""
 
 HELLO: Final = 100
 APPEND_ENTRIES: Final = 1
@@ -223,11 +258,17 @@ class Hello:
     cluster: str
     data_id: int | None = None
     known_as: int | None = None
+    nonce: bytes | None = None  # the dialer's nonce of an authenticated (version 2) hello
 
 
-def encode_hello(node_id: str, cluster_name: str, data_id: int | None = None, known_as: int | None = None) -> bytes:
+def encode_hello(node_id: str, cluster_name: str, data_id: int | None = None, known_as: int | None = None,
+                 nonce: bytes | None = None) -> bytes:
     """The hello payload: the 6-item form, or the older 4-item one when neither
-    id is given (what a node without data-directory ids reads)."""
+    id is given (what a node without data-directory ids reads); with a
+    ``nonce``, the 7-item version-2 form that opens the authenticated handshake
+    (``dledger.peer_auth``)."""
+    if nonce is not None:
+        return _pack([HELLO, AUTH_PROTOCOL_VERSION, node_id, cluster_name, data_id, known_as, nonce])
     if data_id is None and known_as is None:
         return _pack([HELLO, PROTOCOL_VERSION, node_id, cluster_name])
     return _pack([HELLO, PROTOCOL_VERSION, node_id, cluster_name, data_id, known_as])
@@ -396,18 +437,26 @@ def _hello_id(v: Any, what: str) -> int | None:
 
 
 def decode_hello(payload: bytes | bytearray | memoryview) -> Hello:
-    """The ``Hello`` in a hello payload, 6-item or older 4-item form (ids None);
-    CodecError if it is anything else (a message, another protocol version, a
-    malformed array)."""
+    """The ``Hello`` in a hello payload: version 1 in the 6-item or older 4-item
+    form (ids None), or version 2 with 7 items (``nonce`` set); CodecError if it
+    is anything else (a message, another protocol version, a malformed array)."""
     o = _unpack(payload)
-    if type(o) is not list or len(o) not in (4, 6) or type(o[0]) is not int or o[0] != HELLO:
-        raise CodecError("expected a hello [100, version, node_id, cluster, data_id, known_as] as the first frame")
-    if type(o[1]) is not int or o[1] != PROTOCOL_VERSION:
-        raise CodecError(f"protocol version {o[1]!r:.20} is not supported (this node speaks {PROTOCOL_VERSION})")
+    if type(o) is not list or len(o) not in (4, 6, 7) or type(o[0]) is not int or o[0] != HELLO:
+        raise CodecError("expected a hello [100, version, node_id, cluster, data_id, known_as(, nonce)] "
+                         "as the first frame")
+    version = AUTH_PROTOCOL_VERSION if len(o) == 7 else PROTOCOL_VERSION
+    if type(o[1]) is not int or o[1] != version:
+        raise CodecError(f"protocol version {o[1]!r:.20} with {len(o)} hello items is not supported "
+                         f"(this node speaks {PROTOCOL_VERSION} and {AUTH_PROTOCOL_VERSION})")
     node, cluster = _name(o[2], "hello node_id"), _name(o[3], "hello cluster")
     if len(o) == 4:
         return Hello(node, cluster)
-    return Hello(node, cluster, _hello_id(o[4], "hello data_id"), _hello_id(o[5], "hello known_as"))
+    data_id, known_as = _hello_id(o[4], "hello data_id"), _hello_id(o[5], "hello known_as")
+    if len(o) == 6:
+        return Hello(node, cluster, data_id, known_as)
+    if type(o[6]) is not bytes or len(o[6]) != NONCE_BYTES:
+        raise CodecError(f"hello nonce must be a bin of {NONCE_BYTES} bytes, not {o[6]!r:.40}")
+    return Hello(node, cluster, data_id, known_as, o[6])
 
 
 # --- framing ---------------------------------------------------------------------

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable, Mapping, Protocol
 
 from raftmq.dledger.core.messages import EntryKind, FetchEntry, FetchEntryReply, Message, NodeId, Snapshot, SnapshotMeta
@@ -35,6 +35,7 @@ from raftmq.dledger.status import LogStatus, PeerStatus
 from raftmq.dledger.storage import NodeStorage
 from raftmq.dledger.store.identity import DataDirIdentity, fmt_id
 from raftmq.dledger.store.entry_format import HEADER_BYTES as ENTRY_HEADER_BYTES
+from raftmq.dledger.peer_security import peer_security
 from raftmq.dledger.settings import LogSettings
 from raftmq.dledger.store.snapshots import SnapshotStore
 from raftmq.dledger.transport import PeerTransport, Transport, TransportConfig, TransportFactory, TransportHooks
@@ -131,6 +132,10 @@ def tcp_transport(config: NodeConfig) -> TransportFactory:
     """The default transport: ``PeerTransport`` over TCP between the addresses
     of ``config.peers``, with ``config.transport``'s settings."""
     peers = {p: parse_addr(a) for p, a in config.peers.items() if p != config.node_id}
+    security = peer_security(config.cluster_secret_file, config.peer_tls_cert, config.peer_tls_key,
+                             config.peer_tls_ca)
+    transport_config = replace(config.transport, max_buffered_bytes=config.peer_max_buffered_bytes,
+                               max_handshakes=config.peer_max_handshakes)
 
     def make(hooks: TransportHooks) -> Transport:
         return PeerTransport(
@@ -139,10 +144,11 @@ def tcp_transport(config: NodeConfig) -> TransportFactory:
             parse_addr(config.peers[config.node_id]),
             peers,
             hooks.on_message,
-            config.transport,
+            transport_config,
             on_peer_down=hooks.on_peer_down,
             identity=hooks.identity,
             on_lost_data=hooks.on_lost_data,
+            security=security,
         )
 
     return make

@@ -38,6 +38,17 @@ class LogSettings:
     - ``preferred_leader``: the node that takes leadership back when it can.
     - ``rejoin`` and ``bootstrap``: how a node on an empty data directory joins,
       below.
+    - ``cluster_secret_file``: a file holding the group's secret (at least 16
+      bytes; a trailing newline is ignored); every peer connection proves it
+      (``dledger.peer_auth``). Without it the secret comes from the environment
+      variable ``RAFTMQ_CLUSTER_SECRET``; without either the peer port is
+      unauthenticated. See ``dledger.peer_security``.
+    - ``peer_tls_cert`` / ``peer_tls_key`` (both or neither): TLS on the peer
+      port; ``peer_tls_ca``: verify every peer's certificate against this CA.
+    - ``peer_max_buffered_bytes``: bytes all incoming peer connections together
+      may hold in unfinished frames before reading pauses.
+    - ``peer_max_handshakes``: incoming connections that may be in their
+      handshake at once; more are closed at once.
     """
 
     flush: str = "async"
@@ -56,6 +67,12 @@ class LogSettings:
     # data ignores it; a wiped disk restarted with it is still told by its
     # peers that it lost its data (dledger.store.identity).
     bootstrap: bool = False
+    cluster_secret_file: str | None = None
+    peer_tls_cert: str | None = None
+    peer_tls_key: str | None = None
+    peer_tls_ca: str | None = None
+    peer_max_buffered_bytes: int = 256 << 20
+    peer_max_handshakes: int = 64
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -63,6 +80,17 @@ class LogSettings:
             raise ValueError(f"flush: must be 'async' or 'sync', not {self.flush!r}")
         if self.tick_ms < 1:
             raise ValueError("tick_ms: must be at least 1")
+        self._check_peer_settings()
+
+    def _check_peer_settings(self) -> None:
+        """Refuse a bad peer-port setting now, with one line, rather than at the first connection."""
+        from raftmq.dledger.peer_security import peer_security  # peer_security imports ssl: only when checked
+
+        if self.peer_max_buffered_bytes < 1 << 20:
+            raise ValueError(f"peer_max_buffered_bytes: must be at least 1048576, got {self.peer_max_buffered_bytes}")
+        if self.peer_max_handshakes < 1:
+            raise ValueError(f"peer_max_handshakes: must be at least 1, got {self.peer_max_handshakes}")
+        peer_security(self.cluster_secret_file, self.peer_tls_cert, self.peer_tls_key, self.peer_tls_ca)
 
 
 def check_fields(obj: Any, prefix: str = "") -> None:

@@ -15,13 +15,29 @@ nothing for a bounded memory footprint. A lost connection is redialed with
 exponential backoff and jitter.
 
 Receiving: an accepted connection must send a hello naming a known peer of
-the same cluster within ``hello_timeout_ms``; then each frame is decoded and
-handed to ``on_message`` synchronously, after checking that it comes from the
-hello's node and is addressed to us. Anything malformed or unexpected (garbage,
-an oversized length, a wrong cluster, a spoofed sender, silence) is logged and
-closes that connection only; the node and its other connections carry on.
-There is no authentication: the peer network is trusted, the checks are
-against bugs, misconfiguration and stray clients.
+the same cluster and, when the node has a cluster secret, finish the
+challenge-response handshake (``dledger.codec``, ``dledger.peer_auth``: the
+only frames that flow from acceptor to dialer) within ``hello_timeout_ms``;
+then each frame is decoded and handed to ``on_message`` synchronously, after
+checking that it comes from the hello's node and is addressed to us. Anything
+malformed or unexpected (garbage, an oversized length, a wrong cluster, a
+spoofed sender, a wrong proof, silence) closes that connection only; the node
+and its other connections carry on. Refusals before the handshake is done are
+logged at most once a minute per source address (``dledger.refusal_log``),
+with the count suppressed since. Without a secret there is no
+authentication: the node says so once at start.
+
+Bounds: at most ``max_handshakes`` connections in their handshake (more are
+closed at once), at most ``MAX_HELLO_BYTES`` buffered before it is done, at
+most ``max_inbound_per_peer`` connections per authenticated peer (a newer
+one replaces the oldest), and at most ``max_buffered_bytes`` of unfinished
+frames over all connections before reading pauses (``PeerTransport._account``).
+With ``dledger.peer_security``'s TLS contexts the listener and the dials run
+over TLS, the handshake inside it.
+
+A dialer with a secret sends the version-2 hello, waits for the acceptor's
+challenge and checks it before anything else: until its proof is sent the
+connection is not the peer's ``conn``, so its messages stay queued.
 
 Data-directory identities (``dledger.store.identity``): each hello carries
 the id of the sender's data directory and the id under which the sender
@@ -50,15 +66,18 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import os
 import random
 import socket
 from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Final, Protocol, cast
 
-from raftmq.dledger import codec
+from raftmq.dledger import codec, peer_auth
 from raftmq.dledger.core.messages import Message
 from raftmq.dledger.errors import CodecError, StorageFailure
+from raftmq.dledger.peer_security import PeerSecurity
+from raftmq.dledger.refusal_log import RefusalLog
 from raftmq.dledger.store.identity import DataDirIdentity, apply_hello
 
 log = logging.getLogger(__name__)
@@ -85,7 +104,18 @@ class TransportConfig:
       exponential backoff between dial attempts (min <= max).
     - ``connect_timeout_ms``: how long a dial may take.
     - ``hello_timeout_ms``: how long an accepted connection may take to send
-      its hello before it is closed.
+      its hello and finish the handshake (and a TLS handshake may take) before
+      it is closed; also how long a dialer waits for the acceptor's challenge.
+    - ``max_handshakes``: accepted connections that may be in their handshake
+      at once; a connection beyond that is closed at once (a flood of
+      connections that never say hello costs a bounded number of sockets).
+    - ``max_buffered_bytes``: bytes of unfinished frames that all incoming
+      connections together may hold; beyond it a connection that receives more
+      of an unfinished frame stops being read (TCP pushes back on its sender)
+      until the total falls. One connection holds at most ``max_frame_bytes``
+      plus one read.
+    - ``max_inbound_per_peer``: incoming connections kept per authenticated
+      peer; a newer one replaces the oldest.
     """
 
     max_frame_bytes: int = codec.MAX_FRAME_BYTES
@@ -95,6 +125,9 @@ class TransportConfig:
     reconnect_max_ms: int = 1000
     connect_timeout_ms: int = 1000
     hello_timeout_ms: int = 1000
+    max_handshakes: int = 64
+    max_buffered_bytes: int = 256 << 20
+    max_inbound_per_peer: int = 2
 
     def __post_init__(self) -> None:
         if not codec.MAX_HELLO_BYTES <= self.max_frame_bytes <= _MAX_U32:
@@ -113,6 +146,12 @@ class TransportConfig:
             raise ValueError(f"connect_timeout_ms must be at least 1, got {self.connect_timeout_ms}")
         if self.hello_timeout_ms < 1:
             raise ValueError(f"hello_timeout_ms must be at least 1, got {self.hello_timeout_ms}")
+        if self.max_handshakes < 1:
+            raise ValueError(f"max_handshakes must be at least 1, got {self.max_handshakes}")
+        if self.max_buffered_bytes < 1:
+            raise ValueError(f"max_buffered_bytes must be at least 1, got {self.max_buffered_bytes}")
+        if self.max_inbound_per_peer < 1:
+            raise ValueError(f"max_inbound_per_peer must be at least 1, got {self.max_inbound_per_peer}")
 
 
 class Transport(Protocol):
@@ -195,7 +234,7 @@ class _Peer:
     """What the transport keeps per peer: the outgoing queue and connection, and counters."""
 
     __slots__ = ("id", "addr", "queue", "wake", "task", "conn", "sent", "dropped", "received", "inbound",
-                 "dial_failures", "legacy_hello")
+                 "dial_failures", "legacy_hello", "inbound_conns")
 
     def __init__(self, peer_id: str, addr: tuple[str, int]) -> None:
         self.id = peer_id
@@ -210,11 +249,13 @@ class _Peer:
         self.inbound = 0  # incoming connections from this peer that passed the hello
         self.dial_failures = 0  # consecutive failed dials (to log only the first at INFO)
         self.legacy_hello = False  # its last hello had no ids (an older node): send it the older form
+        self.inbound_conns: deque[_Inbound] = deque()  # those connections, oldest first
 
 
 class _Outbound(asyncio.Protocol):
-    """The dialing side of a peer connection. Write-only: the peer never sends on it, so
-    anything received is a protocol error; its closing wakes the writer at once."""
+    """The dialing side of a peer connection. With a cluster secret it first reads the
+    acceptor's challenge (``expect_challenge``) and answers it; after that it is
+    write-only: anything received is a protocol error. Its closing wakes the writer."""
 
     def __init__(self, wake: asyncio.Event, label: str) -> None:
         self.transport: asyncio.Transport | None = None
@@ -223,17 +264,64 @@ class _Outbound(asyncio.Protocol):
         self._label = label  # "node=... peer=..." for the log
         self._paused = False
         self._resumed: asyncio.Future[None] | None = None
+        self._challenge: tuple[bytes, str, str, str, bytes] | None = None  # secret, cluster, me, peer, nd
+        self._pre = bytearray()
+        self.authenticated: asyncio.Future[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
+    def expect_challenge(self, secret: bytes, cluster: str, me: str, peer: str, nd: bytes) -> None:
+        """Wait for the acceptor's challenge to the hello with nonce ``nd``: ``authenticated``
+        resolves once it is verified and answered, fails if it is wrong or never comes."""
+        self._challenge = (secret, cluster, me, peer, nd)
+        self.authenticated = asyncio.get_running_loop().create_future()
+        if self.closed:
+            self._fail(ConnectionResetError("closed by the peer before its challenge"))
+
+    def _fail(self, exc: Exception) -> None:
+        fut = self.authenticated
+        if fut is not None and not fut.done():
+            fut.set_exception(exc)
+            fut.exception()  # retrieved here: the writer may be gone already
+
     def data_received(self, data: bytes) -> None:
-        log.warning("%s reason='peer wrote on our outgoing connection': closing it", self._label)
         assert self.transport is not None
-        self.transport.abort()
+        fut = self.authenticated
+        if fut is None or fut.done() or self._challenge is None:
+            log.warning("%s reason='peer wrote on our outgoing connection': closing it", self._label)
+            self.transport.abort()
+            return
+        pre = self._pre
+        pre += data
+        try:
+            if len(pre) < codec.FRAME_HEADER_BYTES:
+                return
+            (n,) = codec.FRAME_HEADER.unpack_from(pre)
+            if n > codec.MAX_HELLO_BYTES:
+                raise CodecError(f"challenge frame length {n} exceeds {codec.MAX_HELLO_BYTES}")
+            if len(pre) < codec.FRAME_HEADER_BYTES + n:
+                return
+            if len(pre) > codec.FRAME_HEADER_BYTES + n:
+                raise CodecError("the acceptor wrote more than its challenge")
+            na, proof_a = peer_auth.decode_challenge(bytes(pre[codec.FRAME_HEADER_BYTES:]))
+            secret, cluster, me, peer, nd = self._challenge
+            if not peer_auth.proof_ok(peer_auth.acceptor_proof(secret, cluster, peer, me, nd, na), proof_a):
+                raise CodecError("wrong challenge proof: the acceptor's cluster secret differs from ours "
+                                 "(or it is not our peer)")
+        except CodecError as exc:
+            self._fail(exc)
+            self.transport.abort()
+            return
+        self._pre = bytearray()
+        self.transport.write(codec.frame(peer_auth.encode_proof(peer_auth.dialer_proof(secret, cluster, me, peer,
+                                                                                           na, nd))))
+        fut.set_result(None)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self._fail(ConnectionResetError("closed by the peer during the handshake: it may have no cluster "
+                                        "secret or another one (see its log)"))
         self._wake.set()
         self._release()
 
@@ -264,24 +352,39 @@ class _Outbound(asyncio.Protocol):
 
 
 class _Inbound(asyncio.Protocol):
-    """One accepted connection: the hello, then frames decoded and delivered in order."""
+    """One accepted connection: the handshake (hello, and with a secret the challenge and
+    the dialer's proof), then frames decoded and delivered in order."""
 
     def __init__(self, owner: PeerTransport) -> None:
         self._owner = owner
         self._transport: asyncio.Transport | None = None
         self._addr = "?"
-        self._peer: _Peer | None = None  # set once the hello is accepted
-        self._pre: bytearray | None = bytearray()  # bytes received before the hello is complete
+        self._host = "?"
+        self._peer: _Peer | None = None  # set once the handshake is done
+        self._hello: codec.Hello | None = None  # a version-2 hello waiting for its proof
+        self._claimed: _Peer | None = None  # the peer that hello names
+        self._na = b""  # our nonce in the challenge
+        self._pre: bytearray | None = bytearray()  # bytes received before the handshake is done
         self._frames = codec.FrameDecoder(owner.config.max_frame_bytes)
         self._hello_timer: asyncio.TimerHandle | None = None
+        self._handshaking = False  # counted in owner._handshakes
+        self.buffered = 0  # bytes of an unfinished frame, counted in owner._buffered
+        self.reading_paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         peername = transport.get_extra_info("peername")
         if isinstance(peername, tuple) and len(peername) >= 2:
             self._addr = f"{peername[0]}:{peername[1]}"
-        self._owner._inbound.add(self)
-        timeout_s = self._owner.config.hello_timeout_ms / 1000
+            self._host = str(peername[0])
+        owner = self._owner
+        owner._inbound.add(self)
+        if owner._handshakes >= owner.config.max_handshakes:
+            self._refuse(f"max_handshakes={owner.config.max_handshakes} connections are in their handshake")
+            return
+        owner._handshakes += 1
+        self._handshaking = True
+        timeout_s = owner.config.hello_timeout_ms / 1000
         self._hello_timer = asyncio.get_running_loop().call_later(timeout_s, self._hello_timed_out)
 
     def close(self) -> None:
@@ -295,21 +398,32 @@ class _Inbound(asyncio.Protocol):
         assert self._transport is not None
         self._transport.abort()
 
+    def _refuse(self, reason: str) -> None:
+        """Close a connection that has not completed its handshake, logging at most once a
+        minute per source address (``RefusalLog``)."""
+        self._owner._log_refusal(self._host, self._addr, reason)
+        assert self._transport is not None
+        self._transport.abort()
+
     def _hello_timed_out(self) -> None:
         self._hello_timer = None
         if self._peer is None:
-            self._reject(f"no hello within hello_timeout_ms={self._owner.config.hello_timeout_ms}")
+            self._refuse(f"no handshake within hello_timeout_ms={self._owner.config.hello_timeout_ms}")
 
     def data_received(self, data: bytes) -> None:
         try:
             if self._peer is None:
-                rest = self._read_hello(data)
+                rest = self._read_handshake(data)
                 if not rest:
                     return
                 data = rest
             self._deliver(data)
+            self._owner._account(self, self._frames.buffered_bytes)
         except CodecError as exc:
-            self._reject(str(exc))
+            if self._peer is None:
+                self._refuse(str(exc))
+            else:
+                self._reject(str(exc))
         except StorageFailure as exc:  # what a hello told us could not be made durable: retried on redial
             self._reject(str(exc))
         except Exception as exc:  # a bug here must cost this connection only, never the node
@@ -317,20 +431,32 @@ class _Inbound(asyncio.Protocol):
                           self._owner.node_id, self._addr)
             self._reject(f"{type(exc).__name__}: {exc}")
 
-    def _read_hello(self, data: bytes) -> bytes:
-        """Accumulate the hello; once complete and accepted, return the bytes after it."""
+    def _read_handshake(self, data: bytes) -> bytes:
+        """Accumulate the handshake's frames (each at most ``MAX_HELLO_BYTES``); once it is
+        done, return the bytes after it."""
         pre = self._pre
         assert pre is not None
         pre += data
-        if len(pre) < codec.FRAME_HEADER_BYTES:
-            return b""
-        (n,) = codec.FRAME_HEADER.unpack_from(pre)
-        if n > codec.MAX_HELLO_BYTES:
-            raise CodecError(f"first frame length {n} exceeds the hello limit of {codec.MAX_HELLO_BYTES}")
-        end = codec.FRAME_HEADER_BYTES + n
-        if len(pre) < end:
-            return b""
-        hello = codec.decode_hello(bytes(pre[codec.FRAME_HEADER_BYTES:end]))
+        while self._peer is None:
+            if len(pre) < codec.FRAME_HEADER_BYTES:
+                return b""
+            (n,) = codec.FRAME_HEADER.unpack_from(pre)
+            if n > codec.MAX_HELLO_BYTES:
+                raise CodecError(f"handshake frame length {n} exceeds the hello limit of {codec.MAX_HELLO_BYTES}")
+            end = codec.FRAME_HEADER_BYTES + n
+            if len(pre) < end:
+                return b""
+            payload = bytes(pre[codec.FRAME_HEADER_BYTES:end])
+            del pre[:end]
+            if self._hello is None:
+                self._on_hello(codec.decode_hello(payload))
+            else:
+                self._on_proof(payload)
+        rest = bytes(pre)
+        self._pre = None
+        return rest
+
+    def _on_hello(self, hello: codec.Hello) -> None:
         node, cluster = hello.node_id, hello.cluster
         owner = self._owner
         if cluster != owner.cluster:
@@ -338,17 +464,50 @@ class _Inbound(asyncio.Protocol):
         peer = owner._peers.get(node)
         if peer is None:
             raise CodecError(f"hello from {node!r}, which is not a peer of this node")
-        owner._check_identity(node, hello)
+        secret = owner.security.secret
+        if secret is None:
+            if hello.nonce is not None:
+                raise CodecError(f"authenticated (version 2) hello from {node!r}: that node has a cluster secret "
+                                 "and this one has none (misconfiguration: give every node the same secret)")
+            self._finish(peer, hello)
+            return
+        if hello.nonce is None:
+            raise CodecError(f"hello from {node!r} without the version-2 proof: this node has a cluster secret "
+                             "and the dialer has none (misconfiguration), or it is not a peer")
+        self._hello, self._claimed = hello, peer
+        self._na = os.urandom(codec.NONCE_BYTES)
+        proof_a = peer_auth.acceptor_proof(secret, owner.cluster, owner.node_id, node, hello.nonce, self._na)
+        assert self._transport is not None
+        self._transport.write(codec.frame(peer_auth.encode_challenge(self._na, proof_a)))
+
+    def _on_proof(self, payload: bytes) -> None:
+        hello, peer, secret = self._hello, self._claimed, self._owner.security.secret
+        assert hello is not None and hello.nonce is not None and peer is not None and secret is not None
+        owner = self._owner
+        expected = peer_auth.dialer_proof(secret, owner.cluster, hello.node_id, owner.node_id, self._na, hello.nonce)
+        if not peer_auth.proof_ok(expected, peer_auth.decode_proof(payload)):
+            raise CodecError(f"wrong handshake proof from a dialer naming {hello.node_id!r}: "
+                             "its cluster secret differs from this node's")
+        self._finish(peer, hello)
+
+    def _finish(self, peer: _Peer, hello: codec.Hello) -> None:
+        """The handshake is done: apply the hello's identities, then take frames from ``peer``."""
+        owner = self._owner
+        owner._check_identity(peer.id, hello)
         peer.legacy_hello = hello.data_id is None
         if self._hello_timer is not None:
             self._hello_timer.cancel()
             self._hello_timer = None
+        self._end_handshake()
         self._peer = peer
-        peer.inbound += 1
-        log.info("node=%s peer=%s addr=%s incoming connection up", owner.node_id, node, self._addr)
-        rest = bytes(pre[end:])
-        self._pre = None
-        return rest
+        owner._inbound_opened(peer, self)
+        log.info("node=%s peer=%s addr=%s incoming connection up%s", owner.node_id, peer.id, self._addr,
+                 " (authenticated)" if owner.security.secret is not None else "")
+
+    def _end_handshake(self) -> None:
+        if self._handshaking:
+            self._handshaking = False
+            self._owner._handshakes -= 1
 
     def _deliver(self, data: bytes) -> None:
         peer = self._peer
@@ -366,13 +525,34 @@ class _Inbound(asyncio.Protocol):
             except Exception:
                 log.exception("node=%s peer=%s reason=on_message-failed message=%s", me, src, type(m).__name__)
 
+    def pause(self) -> None:
+        if not self.reading_paused and self._transport is not None:
+            self.reading_paused = True
+            self._owner._paused.add(self)
+            self._transport.pause_reading()
+
+    def resume(self) -> None:
+        self._owner._paused.discard(self)
+        if self.reading_paused and self._transport is not None:
+            self.reading_paused = False
+            if not self._transport.is_closing():
+                self._transport.resume_reading()
+
     def connection_lost(self, exc: Exception | None) -> None:
         if self._hello_timer is not None:
             self._hello_timer.cancel()
             self._hello_timer = None
+        self._end_handshake()
         self._owner._inbound.discard(self)
+        self._owner._paused.discard(self)
+        self.reading_paused = False
+        self._owner._account(self, 0)
         if self._peer is not None:
-            self._owner._inbound_closed(self._peer, self._addr, exc)
+            self._owner._inbound_closed(self._peer, self, self._addr, exc)
+
+
+class _HandshakeFailed(Exception):
+    """Our dial's handshake failed: no challenge, a wrong proof, or closed by the peer."""
 
 
 class PeerTransport:
@@ -397,6 +577,7 @@ class PeerTransport:
         seed: int | None = None,
         identity: DataDirIdentity | None = None,
         on_lost_data: Callable[[str, int], None] | None = None,
+        security: PeerSecurity = PeerSecurity(),
     ) -> None:
         if (identity is None) != (on_lost_data is None):
             raise ValueError("identity and on_lost_data go together")
@@ -415,6 +596,11 @@ class PeerTransport:
         self._server: asyncio.Server | None = None
         self._inbound: set[_Inbound] = set()
         self._dirty: set[_Peer] = set()  # peers with messages queued since the last flush
+        self.security = security
+        self._refusals = RefusalLog()  # refused handshakes, logged once a minute per source
+        self._handshakes = 0  # accepted connections in their handshake
+        self._buffered = 0  # bytes of unfinished frames held by all incoming connections
+        self._paused: set[_Inbound] = set()  # incoming connections not read while over max_buffered_bytes
         self._loop: asyncio.AbstractEventLoop | None = None
         self._state = "new"  # -> "running" -> "stopped"
 
@@ -428,8 +614,10 @@ class PeerTransport:
         self._loop = loop
         for attempt in range(50):
             try:
-                self._server = await loop.create_server(lambda: _Inbound(self), self.listen[0], self.listen[1],
-                                                        reuse_address=True)
+                self._server = await loop.create_server(
+                    lambda: _Inbound(self), self.listen[0], self.listen[1], reuse_address=True,
+                    ssl=self.security.server_ssl,
+                    ssl_handshake_timeout=self.config.hello_timeout_ms / 1000 if self.security.server_ssl else None)
                 break
             except OSError as exc:
                 # A peer's dial can briefly self-connect on our port before we
@@ -441,8 +629,12 @@ class PeerTransport:
         self._state = "running"
         for p in self._peers.values():
             p.task = asyncio.create_task(self._run_peer(p), name=f"dledger-send-{self.node_id}-{p.id}")
-        log.info("node=%s cluster=%s listening on %s:%d peers=%s", self.node_id, self.cluster, self.listen[0],
-                 self.listen_port, ",".join(self._peers))
+        log.info("node=%s cluster=%s listening on %s:%d peers=%s tls=%s", self.node_id, self.cluster,
+                 self.listen[0], self.listen_port, ",".join(self._peers), self.security.server_ssl is not None)
+        if self.security.secret is None:
+            log.warning("node=%s the peer port %s:%d is unauthenticated: anyone who reaches it can act as a peer. "
+                        "Set cluster_secret_file (or the environment variable RAFTMQ_CLUSTER_SECRET) to the same "
+                        "secret of at least 16 bytes on every node", self.node_id, self.listen[0], self.listen_port)
 
     async def stop(self) -> None:
         """Close the listener and every connection and end the writer tasks. Idempotent.
@@ -543,6 +735,8 @@ class PeerTransport:
                 up_since = loop.time()
                 try:
                     await self._pump(p, conn)
+                except _HandshakeFailed as exc:
+                    self._log_refusal(f"dial:{p.id}", f"{p.addr[0]}:{p.addr[1]}", f"handshake with {p.id} failed: {exc}")
                 except OSError as exc:  # ConnectionError included
                     log.info("node=%s peer=%s reason=%r: outgoing connection lost", self.node_id, p.id, str(exc))
                 except Exception:  # a bug: lose this connection, not every later message to the peer
@@ -563,8 +757,10 @@ class PeerTransport:
             async with asyncio.timeout(self.config.connect_timeout_ms / 1000):
                 # Dial from our own listen address: peers (and a test's packet
                 # filter) then see which node a connection comes from.
-                tr, conn = await loop.create_connection(lambda: _Outbound(p.wake, label), p.addr[0], p.addr[1],
-                                                        local_addr=(self.listen[0], 0))
+                client_ssl = self.security.client_ssl
+                tr, conn = await loop.create_connection(
+                    lambda: _Outbound(p.wake, label), p.addr[0], p.addr[1], local_addr=(self.listen[0], 0),
+                    ssl=client_ssl, ssl_handshake_timeout=self.config.hello_timeout_ms / 1000 if client_ssl else None)
         except (OSError, TimeoutError) as exc:
             p.dial_failures += 1
             level = logging.INFO if p.dial_failures == 1 else logging.DEBUG
@@ -595,7 +791,22 @@ class PeerTransport:
         """Write the hello, then everything queued, batch after batch, until the connection is lost."""
         tr = conn.transport
         assert tr is not None
-        tr.write(self._hello_frame(p))
+        secret = self.security.secret
+        if secret is None:
+            tr.write(self._hello_frame(p))
+        else:
+            nd = os.urandom(codec.NONCE_BYTES)
+            conn.expect_challenge(secret, self.cluster, self.node_id, p.id, nd)
+            tr.write(self._hello_frame(p, nd))
+            assert conn.authenticated is not None
+            try:
+                async with asyncio.timeout(self.config.hello_timeout_ms / 1000):
+                    await conn.authenticated
+            except TimeoutError:
+                raise _HandshakeFailed(f"no challenge within hello_timeout_ms={self.config.hello_timeout_ms}: "
+                                       "the peer may have no cluster secret") from None
+            except (CodecError, ConnectionError) as exc:
+                raise _HandshakeFailed(str(exc)) from None
         p.conn = conn
         log.info("node=%s peer=%s addr=%s:%d outgoing connection up", self.node_id, p.id, p.addr[0], p.addr[1])
         q, wake = p.queue, p.wake
@@ -613,10 +824,14 @@ class PeerTransport:
             await conn.drain()
         raise ConnectionResetError("closed by the peer")
 
-    def _hello_frame(self, p: _Peer) -> bytes:
+    def _hello_frame(self, p: _Peer, nonce: bytes | None = None) -> bytes:
         """The hello for a new connection to ``p``: our data directory's id and the
-        id we remember ``p``'s by, as of now (both change: adoption, first contact)."""
+        id we remember ``p``'s by, as of now (both change: adoption, first contact);
+        with the handshake's ``nonce``, the version-2 hello."""
         ident = self._identity
+        if nonce is not None:
+            data_id, known_as = (ident.id, ident.known(p.id)) if ident is not None else (None, None)
+            return codec.frame(codec.encode_hello(self.node_id, self.cluster, data_id, known_as, nonce))
         if ident is None or p.legacy_hello:
             return self._legacy_hello_frame
         return codec.frame(codec.encode_hello(self.node_id, self.cluster, ident.id, ident.known(p.id)))
@@ -662,7 +877,46 @@ class PeerTransport:
         assert self._on_lost_data is not None
         apply_hello(ident, peer, hello.data_id, hello.known_as, self._on_lost_data)
 
-    def _inbound_closed(self, p: _Peer, addr: str, exc: Exception | None) -> None:
+    def _log_refusal(self, key: str, addr: str, reason: str) -> None:
+        """One WARNING for a refused handshake, at most once a minute per ``key``."""
+        assert self._loop is not None
+        suppressed = self._refusals.note(key, self._loop.time())
+        if suppressed is not None:
+            log.warning("node=%s addr=%s reason=%r: refused peer connection (%d more from %s refused since "
+                        "the last such line, at most one a minute)", self.node_id, addr, reason, suppressed, key)
+
+    def _account(self, conn: _Inbound, buffered: int) -> None:
+        """``conn`` now holds ``buffered`` bytes of an unfinished frame: keep the total under
+        ``max_buffered_bytes`` by pausing connections that add to it (TCP then pushes back
+        on their senders) and resuming them all once it is back under. Should every
+        connection holding bytes be paused, none could finish a frame: the one holding
+        the most reads on alone, so the total stays under the cap plus one frame
+        (``max_frame_bytes``) and a read per connection."""
+        self._buffered += buffered - conn.buffered
+        conn.buffered = buffered
+        cap = self.config.max_buffered_bytes
+        if self._buffered <= cap:
+            for c in list(self._paused):
+                c.resume()
+            return
+        if buffered > 0:
+            conn.pause()
+        holders = [c for c in self._inbound if c.buffered > 0]
+        if holders and all(c.reading_paused for c in holders):
+            max(holders, key=lambda c: c.buffered).resume()
+
+    def _inbound_opened(self, p: _Peer, conn: _Inbound) -> None:
+        p.inbound += 1
+        p.inbound_conns.append(conn)
+        if len(p.inbound_conns) > self.config.max_inbound_per_peer:
+            oldest = p.inbound_conns.popleft()
+            log.info("node=%s peer=%s reason='max_inbound_per_peer=%d': closing its oldest incoming connection",
+                     self.node_id, p.id, self.config.max_inbound_per_peer)
+            oldest.close()
+
+    def _inbound_closed(self, p: _Peer, conn: _Inbound, addr: str, exc: Exception | None) -> None:
+        if conn in p.inbound_conns:
+            p.inbound_conns.remove(conn)
         p.inbound -= 1
         log.info("node=%s peer=%s addr=%s reason=%r: incoming connection closed", self.node_id, p.id, addr,
                  str(exc) if exc else "eof")

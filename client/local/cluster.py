@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from raftmq.client.local.node_toml import node_toml
+from raftmq.client.local.node_toml import ensure_cluster_secret, node_toml
 from raftmq.client.local.supervisor import Supervisor, SupervisorError
 
 STATE_FILE = "cluster.json"
@@ -233,9 +233,10 @@ def up(base_dir: Path, nodes: int, http_port_base: int | None, raft_port_base: i
     else:
         specs = plan(base_dir, nodes, http_port_base, raft_port_base)
     new_group = is_new_group(base_dir, specs)
+    settings = {"cluster_secret_file": str(ensure_cluster_secret(base_dir)), **(extra or {})}
     for n in specs:
         Path(n.data_dir).mkdir(parents=True, exist_ok=True)
-        Path(n.config_path).write_text(_toml(n, group, flush, specs, extra or {}))
+        Path(n.config_path).write_text(_toml(n, group, flush, specs, settings))
     sup = Supervisor()
     try:
         for n in specs:

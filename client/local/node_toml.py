@@ -7,11 +7,15 @@ members) and get the file's text from ``node_toml``. It is written with
 ``tomli_w`` rather than by hand, so that any path (a quote, a backslash, a
 space in ``--base-dir``) comes back the same from ``tomllib``. The keys are
 those ``broker/config.py`` reads; the members go into ``[members.<id>]``
-tables with ``http_url`` and ``raft_addr``.
+tables with ``http_url`` and ``raft_addr``. ``ensure_cluster_secret`` makes the
+group's shared secret file that every node's TOML names (``cluster_secret_file``).
 """
 
 from __future__ import annotations
 
+import os
+import secrets
+from pathlib import Path
 from typing import Any, Mapping
 
 import tomli_w
@@ -36,3 +40,22 @@ def node_toml(node_id: str, group: str, data_dir: str, flush: str, members: Mapp
         return tomli_w.dumps(doc)
     except TypeError as exc:
         raise ValueError(f"node TOML: {exc}") from None
+
+
+SECRET_FILE = "cluster.secret"
+"""Name of the group's cluster secret file in a local group's base directory."""
+
+
+def ensure_cluster_secret(base_dir: Path) -> Path:
+    """The absolute path of ``<base_dir>/cluster.secret``, written first if missing: 64 hex
+    characters (``secrets.token_hex(32)``), mode 0600. A group restarted in the same base
+    directory keeps its secret. Name it as ``cluster_secret_file`` in every node's TOML."""
+    base_dir.mkdir(parents=True, exist_ok=True)
+    path = (base_dir / SECRET_FILE).resolve()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_hex(32) + "\n")
+    return path

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from raftmq.client.local.node_toml import node_toml
+from raftmq.client.local.node_toml import ensure_cluster_secret, node_toml
 from raftmq.client.local.supervisor import Supervisor
 from tests.ports import free_ports
 
@@ -83,6 +83,9 @@ class BrokerGroup:
     # might: a wiped node restarted with it must still be told by its peers.
     bootstrap: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
+    # A cluster secret file in ``base`` named in every node's TOML (peer authentication);
+    # False runs the group unauthenticated, as nodes without a secret do.
+    secret: bool = True
     nodes: list[BrokerNode] = field(default_factory=list)
     supervisor: Supervisor = field(default_factory=Supervisor)
 
@@ -95,6 +98,8 @@ class BrokerGroup:
             self.nodes.append(BrokerNode(nid, f"http://127.0.0.1:{ports[2 * i]}", f"127.0.0.1:{ports[2 * i + 1]}",
                                          d / "data", d / "node.toml", d / "broker.log", self.supervisor))
         members = {m.id: (m.http_url, m.raft_addr) for m in self.nodes}
+        if self.secret:
+            self.extra = {"cluster_secret_file": str(ensure_cluster_secret(self.base)), **self.extra}
         for node in self.nodes:
             extra = {"bootstrap": True} if self.bootstrap else {}
             node.config_path.write_text(node_toml(node.id, self.group, str(node.data_dir), self.flush, members,

@@ -26,7 +26,9 @@ ALLOWED = {
     "chaos": {"client", "chaos", "matplotlib", "click", "eventloop"},  # click: its command line
 }  # eventloop: raftmq/eventloop.py, the one loop factory, shared by the processes
 # The benchmark's baseline node runs the library we compare with.
-EXTRA = {"dledger/tools/bench_pysyncobj.py": {"pysyncobj"}}
+EXTRA = {"dledger/tools/bench_pysyncobj.py": {"pysyncobj"},
+         # The chaos forge fault speaks the peer protocol as an outsider: through dledger's forger tool.
+         "chaos/forge_fault.py": {"dledger"}}
 # dledger's tools are programs: click for their command lines, and the local-group
 # supervisor (client.local, a tool too) for the groups they start. Modules, by prefix.
 TOOL_EXTRA = {"dledger/tools/": ("click", "client.local")}
