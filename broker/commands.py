@@ -10,6 +10,10 @@ element: a msgpack ``bin`` at the end of the body. Its data therefore starts
 at ``len(body) - len(records)``, and each message's physical offset in the
 CommitLog is ``entry body position + that start + the record's offset``.
 
+A produce's ``producer_id`` and ``sequence`` are written once, in the
+command; its records carry nil in theirs (entries written before did copy
+them into every record, and still apply the same: ``broker.message``).
+
 | kind | fields after the kind |
 |---|---|
 | NOOP (0) | — |

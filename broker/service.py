@@ -29,6 +29,7 @@ from raftmq.broker.config import BrokerConfig
 from raftmq.broker.consumer_groups import ConsumerGroups
 from raftmq.broker.produce import OutMessage, Part, ProduceRequest, plan_produce
 from raftmq.broker.errors import (
+    EntryTooLarge,
     InvalidArgument,
     MessageNotFound,
     NoLeader,
@@ -73,6 +74,11 @@ log = logging.getLogger(__name__)
 
 TOPIC_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.%|")
 RECORD_PEEK_BYTES = 4096
+# What an AppendEntries frame holds besides its entries' data: the message's
+# fields (ids of at most 128 characters, integers) and each entry's term,
+# index and kind. Well under 1 KiB; 4 KiB leaves room.
+FRAME_OVERHEAD_BYTES = 4096
+SEGMENT_ENTRY_HEADER_BYTES = 32  # a log segment holds entries of at most segment_bytes - 32 bytes
 READ_SPAN_BYTES = 1 << 20  # one positional read covers nearby records up to this span
 
 
@@ -80,6 +86,17 @@ def validate_topic_name(name: Any) -> str:
     if not isinstance(name, str) or not 1 <= len(name) <= 127 or not set(name) <= TOPIC_CHARS or name in (".", ".."):
         raise InvalidArgument(f"invalid topic name {name!r}: 1-127 characters of letters, digits and -_.%|")
     return name
+
+
+def max_entry_bytes(cfg: NodeConfig) -> int:
+    """The largest log entry body every node can take: a follower refuses a
+    frame over its transport's ``max_frame_bytes`` (the group would then lose
+    its leader, unable to replicate), and a log segment holds entries of
+    ``segment_bytes - 32`` bytes. An entry larger than ``max_batch_bytes``
+    travels alone in its AppendEntries (dledger's log reads stop before an
+    entry that would take a batch past it), so its frame is the entry plus
+    ``FRAME_OVERHEAD_BYTES`` at most."""
+    return min(cfg.transport.max_frame_bytes - FRAME_OVERHEAD_BYTES, cfg.segment_bytes - SEGMENT_ENTRY_HEADER_BYTES)
 
 
 class _QueueWaiters:
@@ -124,6 +141,7 @@ class Broker:
             peers={m.id: m.raft_addr for m in config.members.values()},
             data_dir=str(Path(config.data_dir) / "dledger"),
         )
+        self.max_entry_bytes = max_entry_bytes(node_cfg)
         try:
             self.log = DLedger(node_cfg, self.state, applied_index=applied)
         except StateAheadOfLog as exc:
@@ -215,12 +233,12 @@ class Broker:
             raise NotLeaderError(leader_id, self.config.members[leader_id].http_url)
         raise NoLeader()
 
-    async def _propose(self, cmd: commands.Command) -> Any:
-        """The broker's one way into the log: propose ``cmd``, wait until it is
-        applied here, return the state machine's result; dledger's errors
-        become the broker's (redirect, 503, outcome unknown)."""
+    async def _propose(self, cmd: commands.Command | bytes) -> Any:
+        """The broker's one way into the log: propose ``cmd`` (or its
+        encoding), wait until it is applied here, return the state machine's
+        result; dledger's errors become the broker's (redirect, 503, outcome unknown)."""
         try:
-            _, result = await self.log.propose_future(commands.encode(cmd))
+            _, result = await self.log.propose_future(cmd if isinstance(cmd, bytes) else commands.encode(cmd))
             return result
         except NotLeader as exc:
             self._raise_not_leader(exc.leader_id)
@@ -300,20 +318,30 @@ class Broker:
         """Store ``request`` (validated by ``parse_produce``) in ``topic`` of
         ``queues`` queues (from ``writable_topic``): one log entry per part
         (``plan_produce``), stamped here with the store time. Leadership is
-        not checked again: a leader deposed meanwhile refuses the proposal."""
+        not checked again: a leader deposed meanwhile refuses the proposal.
+        Every entry is encoded and its size checked before any is proposed:
+        an entry over ``max_entry_bytes`` is a 413 ``entry_too_large``, and
+        nothing of the request is stored."""
         parts = plan_produce(topic, request, queues, next(self._rr))
         msgs = request.messages
         producer_id, sequence = request.producer_id, request.sequence
         now = int(time.time() * 1000)
-        coros = []
+        entries: list[Any] = []  # an entry to propose (bytes), or the remembered result of a retry
         for p in parts:
             if producer_id is not None and sequence is not None:
                 prior = self.state.dedup_lookup(producer_id, sequence, p.part)
                 if prior is not None:
-                    coros.append(_done(prior))
+                    entries.append(prior)
                     continue
-            coros.append(self._propose(self._produce_command(topic, p, now, producer_id, sequence,
-                                                             [msgs[i] for i in p.indexes])))
+            entry = commands.encode(self._produce_command(topic, p, now, producer_id, sequence,
+                                                          [msgs[i] for i in p.indexes]))
+            if len(entry) > self.max_entry_bytes:
+                raise EntryTooLarge(f"the {len(p.indexes)} messages to queue {p.queue_id} make a log entry of "
+                                    f"{len(entry)} bytes; a follower takes entries of at most {self.max_entry_bytes} "
+                                    f"bytes: send fewer or smaller messages per request",
+                                    entry_bytes=len(entry), max_entry_bytes=self.max_entry_bytes)
+            entries.append(entry)
+        coros = [self._propose(e) if isinstance(e, bytes) else _done(e) for e in entries]
         if len(coros) == 1:  # the common case: no task per request, two event loop iterations less
             results = [await coros[0]]
         else:
@@ -332,7 +360,9 @@ class Broker:
     @staticmethod
     def _produce_command(topic: str, p: Part, now: int, producer_id: str | None, sequence: int | None,
                          msgs: list[OutMessage]) -> Produce:
-        records = encode_batch(topic, p.queue_id, now, producer_id, sequence,
+        # The producer's id and sequence are the command's, once per entry: the
+        # records carry nil (an id copied into every record multiplied the entry).
+        records = encode_batch(topic, p.queue_id, now, None, None,
                                [(m.body, m.tags, m.keys, m.properties, m.born_ts_ms or now) for m in msgs])
         return Produce(topic, p.queue_id, now, producer_id, sequence, p.part,
                        [tag_hash(m.tags) if m.tags else 0 for m in msgs],
