@@ -76,7 +76,7 @@ class Limits:
     max_property_key_chars: int = 128  # characters of one property name; longer is 400 property_too_long
     max_property_value_chars: int = 4096  # characters of one property value; longer is 400 property_too_long
     max_producer_id_bytes: int = 256  # UTF-8 bytes of a produce request's producer_id; longer is 400 name_too_long
-    max_group_name_chars: int = 255  # characters of a consumer group name; longer is 400 name_too_long
+    max_group_name_chars: int = 255  # characters of a consumer group name or client id; longer is 400 name_too_long
     max_topics: int = 4096  # topics in the group; one more is refused with 409 too_many_topics
     # Consumer groups with committed offsets (replicated), and consumer groups
     # with live members (on the leader), each at most this many; a new one past

@@ -32,6 +32,7 @@ from raftmq.broker.errors import (
     EntryTooLarge,
     InvalidArgument,
     MessageNotFound,
+    NameTooLong,
     NoLeader,
     NotLeaderError,
     OffsetOutOfRange,
@@ -41,6 +42,8 @@ from raftmq.broker.errors import (
     TopicNotFound,
     StorageDamaged,
     StorageFailed,
+    TooManyGroups,
+    TooManyTopics,
     Unavailable,
 )
 from raftmq.broker.message import (
@@ -151,7 +154,8 @@ class Broker:
             self.state.rebuild(f"node={config.node_id} {exc}")
             self.log = DLedger(node_cfg, self.state, applied_index=0)
         self._rr = itertools.count()
-        self.groups = ConsumerGroups(session_timeout_ms=config.consumer_session_timeout_ms)
+        self.groups = ConsumerGroups(session_timeout_ms=config.consumer_session_timeout_ms,
+                                     max_groups=config.limits.max_groups)
         self._groups_term: int | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.started_at = time.time()
@@ -281,7 +285,12 @@ class Broker:
         if current is not None:
             raise TopicConflict(f"topic {name!r} exists with {current} queues; use PUT to change it",
                                 topic=name, queues=current)
-        await self._propose(CreateTopic(name, queues))
+        # Checked here, and again as the topic is applied (a race may let two new topics past).
+        limit = self.limits.max_topics
+        full = len(self.state.topics) >= limit
+        if full or await self._propose(CreateTopic(name, queues, limit)) is None:
+            raise TooManyTopics(f"the group holds {len(self.state.topics)} topics; the limit is {limit}",
+                                max_topics=limit)
         return self.describe_topic(name)
 
     async def update_topic(self, name: str, queues: Any) -> dict[str, Any]:
@@ -584,14 +593,28 @@ class Broker:
     async def commit_offset(self, group: str, topic: str, queue_id: int, offset: int,
                             reset: bool = False) -> dict[str, Any]:
         self.require_leader()
+        self._check_names(group)
         self._check_queue(topic, queue_id)
         if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
             raise OffsetOutOfRange("offset must be a non-negative integer")
         _, hi = self.state.queue_range(topic, queue_id)
         if offset > hi:
             raise OffsetOutOfRange(f"offset {offset} is beyond the end of queue {queue_id} ({hi})", max_offset=hi)
-        stored = await self._propose(CommitOffset(group, topic, queue_id, offset, reset))
+        # Checked here, and again as the commit is applied (a race may let two new groups past).
+        limit = self.limits.max_groups
+        full = group not in self.state.group_keys and len(self.state.group_keys) >= limit
+        stored = None if full else await self._propose(CommitOffset(group, topic, queue_id, offset, reset, limit))
+        if stored is None:
+            raise TooManyGroups(f"{len(self.state.group_keys)} consumer groups have committed offsets; the limit "
+                                f"is {limit}", max_groups=limit)
         return {"group": group, "topic": topic, "queue_id": queue_id, "offset": stored}
+
+    def _check_names(self, group: str, client_id: str = "") -> None:
+        """A group name and a client id stored here are bounded (NameTooLong)."""
+        limit = self.limits.max_group_name_chars
+        for what, name in (("group name", group), ("client_id", client_id)):
+            if len(name) > limit:
+                raise NameTooLong(f"a {what} of {len(name)} characters exceeds the limit of {limit}")
 
     def group_lag(self, group: str, topic: str) -> dict[str, Any]:
         n = self.topic_queues(topic)
@@ -623,6 +646,7 @@ class Broker:
         self.topic_queues(topic)
         if not client_id:
             raise InvalidArgument("client_id must not be empty")
+        self._check_names(group, client_id)
         groups, now = self._leader_groups()
         return {"members": groups.heartbeat(group, topic, client_id, now),
                 "session_timeout_ms": groups.session_timeout_ms}
@@ -643,6 +667,7 @@ class Broker:
             lease_ms = self.groups.max_lease_ms
         if lease_ms < 1:
             raise InvalidArgument("lease_ms must be positive")
+        self._check_names(group, client_id)
         groups, now = self._leader_groups()
         locked = groups.lock(group, topic, client_id, queue_ids, lease_ms, now)
         return {"locked": locked, "lease_ms": min(lease_ms, groups.max_lease_ms)}

@@ -114,3 +114,50 @@ def test_an_entry_larger_than_a_segment_holds_is_refused_before_it_is_proposed(g
                          {"messages": [{"body": big, "queue_id": 0}, {"body": big, "queue_id": 1}]}, timeout_s=60)
     assert status == 200, ok
     assert stored(group) == [before[0] + 1, before[1] + 1]
+
+
+# -- counts and names ----------------------------------------------------------
+def test_a_topic_past_max_topics_is_refused(group: BrokerGroup) -> None:
+    url = group.leader().http_url
+    for i in range(1, MAX_TOPICS):  # "t" is the first
+        status, _, body = http("POST", url + "/v1/topics", {"name": f"more-{i}", "queues": 1})
+        assert status == 200, body
+    got = refused(group, "POST", "/v1/topics", {"name": "one-too-many", "queues": 1}, 409, "too_many_topics")
+    assert got["max_topics"] == MAX_TOPICS
+    status, _, body = http("GET", url + "/v1/topics")
+    assert status == 200 and len(body["topics"]) == MAX_TOPICS, body
+    status, _, body = http("POST", url + "/v1/topics", {"name": "more-1", "queues": 1})  # an existing one: fine
+    assert status == 200, body
+
+
+def test_a_group_past_max_groups_is_refused(group: BrokerGroup) -> None:
+    url = group.leader().http_url
+    status, _, body = http("POST", url + "/v1/topics/t/messages", {"messages": [{"body": "x", "queue_id": 0}]})
+    assert status == 200, body
+    for i in range(MAX_GROUPS):
+        status, _, body = http("POST", f"{url}/v1/groups/g{i}/offsets", {"topic": "t", "queue_id": 0, "offset": 1})
+        assert status == 200, body
+    got = refused(group, "POST", "/v1/groups/g-too-many/offsets", {"topic": "t", "queue_id": 0, "offset": 1},
+                  409, "too_many_groups")
+    assert got["max_groups"] == MAX_GROUPS
+    status, _, body = http("GET", f"{url}/v1/groups/g-too-many/offsets?topic=t")
+    assert status == 200 and all(o["offset"] is None for o in body["offsets"]), body
+    status, _, body = http("POST", f"{url}/v1/groups/g0/offsets", {"topic": "t", "queue_id": 1, "offset": 0})
+    assert status == 200, body  # a known group commits on
+
+
+def test_groups_with_members_are_bounded(group: BrokerGroup) -> None:
+    for i in range(MAX_GROUPS):
+        status, _, body = http("POST", f"{group.leader().http_url}/v1/groups/m{i}/heartbeat",
+                               {"topic": "t", "client_id": "c"})
+        assert status == 200, body
+    refused(group, "POST", "/v1/groups/m-too-many/heartbeat", {"topic": "t", "client_id": "c"},
+            409, "too_many_groups")
+
+
+def test_group_names_and_client_ids_are_bounded(group: BrokerGroup) -> None:
+    long = "g" * 256
+    refused(group, "POST", f"/v1/groups/{long}/offsets", {"topic": "t", "queue_id": 0, "offset": 0},
+            400, "name_too_long")
+    refused(group, "POST", f"/v1/groups/{long}/heartbeat", {"topic": "t", "client_id": "c"}, 400, "name_too_long")
+    refused(group, "POST", "/v1/groups/m0/heartbeat", {"topic": "t", "client_id": "c" * 256}, 400, "name_too_long")

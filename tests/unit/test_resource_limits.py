@@ -7,12 +7,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
 
 from raftmq.broker import commands
-from raftmq.broker.commands import CreateTopic, Produce
+from raftmq.broker.commands import CommitOffset, CreateTopic, Produce
 from raftmq.broker.config import Limits
-from raftmq.broker.errors import NameTooLong, PropertyTooLong
+from raftmq.broker.consumer_groups import ConsumerGroups
+from raftmq.broker.errors import NameTooLong, PropertyTooLong, TooManyGroups
 from raftmq.broker.message import decode_record, encode_batch, record_sizes, tag_hash
 from raftmq.broker.produce import OutMessage, Part, ProduceRequest, parse_produce
 from raftmq.broker.service import Broker, max_entry_bytes
@@ -135,3 +137,67 @@ def test_the_largest_entry_fits_a_segment_and_a_followers_frame() -> None:
     top, node_id = (1 << 64) - 1, "\U0001d11e" * MAX_ID_CHARS  # 4 UTF-8 bytes a character
     frame = codec.encode(AppendEntries(top, node_id, node_id, top, top, (Entry(top, top, b"\0" * limit),), top))
     assert len(frame) <= cfg.transport.max_frame_bytes
+
+
+# -- counts: topics and groups -------------------------------------------------
+def test_a_topic_past_max_topics_is_refused_at_apply_alike_on_every_node(tmp_path: Path) -> None:
+    """Two creations that both passed the leader's check (a race): the second
+    applies as a refusal (None) on every node; entries written before the
+    limit existed (no max_topics) apply as before."""
+    log = [CreateTopic("a", 1, 2), CreateTopic("b", 1, 2), CreateTopic("c", 1, 2), CreateTopic("a", 2, 2),
+           CreateTopic("old", 1)]
+    for node in ("n1", "n2"):
+        state = BrokerState(tmp_path / node, "g")
+        try:
+            results = [state.apply(i, commands.encode(c), 32 * i) for i, c in enumerate(log, 1)]
+            assert results == [1, 1, None, 2, 1]
+            assert state.topics == {"a": 2, "b": 1, "old": 1}
+        finally:
+            state.close()
+
+
+def test_a_group_past_max_groups_is_refused_at_apply_and_counted_after_restart(tmp_path: Path) -> None:
+    state = BrokerState(tmp_path / "n", "g")
+    try:
+        state.apply(1, commands.encode(CreateTopic("t", 2)), 32)
+        log = [CommitOffset("g1", "t", 0, 0, max_groups=2), CommitOffset("g2", "t", 0, 0, max_groups=2),
+               CommitOffset("g3", "t", 0, 0, max_groups=2), CommitOffset("g1", "t", 1, 0, max_groups=2),
+               CommitOffset("g4", "t", 0, 0)]  # written before the limit: none
+        assert [state.apply(i, commands.encode(c), 100 * i) for i, c in enumerate(log, 2)] == [0, 0, None, 0, 0]
+        assert list(state.groups()) == ["g1", "g2", "g4"]
+        assert state.group_keys == {"g1": 2, "g2": 1, "g4": 1}
+        state.checkpoint()
+    finally:
+        state.close()
+    again = BrokerState(tmp_path / "n", "g")
+    try:
+        assert again.load_checkpoint() == 6
+        assert again.group_keys == {"g1": 2, "g2": 1, "g4": 1}
+        assert again.apply(7, commands.encode(CommitOffset("g5", "t", 0, 0, max_groups=3)), 900) is None
+    finally:
+        again.close()
+
+
+def test_the_limits_travel_in_the_commands_and_older_entries_decode_without() -> None:
+    for cmd in (CreateTopic("t", 3, 7), CreateTopic("t", 3), CommitOffset("g", "t", 1, 5, True, 9),
+                CommitOffset("g", "t", 1, 5)):
+        assert commands.decode(commands.encode(cmd)) == cmd
+    assert commands.decode(msgpack.packb([3, "t", 3])) == CreateTopic("t", 3, None)
+    assert commands.decode(msgpack.packb([2, "g", "t", 1, 5, False])) == CommitOffset("g", "t", 1, 5, False, None)
+
+
+def test_groups_with_members_or_locks_are_bounded_and_freed_when_silent() -> None:
+    groups = ConsumerGroups(session_timeout_ms=1000, max_lease_ms=1000, max_groups=2)
+    groups.heartbeat("g1", "t", "c", 0)
+    groups.heartbeat("g1", "u", "c", 0)  # another topic of a known group
+    assert groups.lock("g2", "t", "c", [0, 1], 1000, 0) == [0, 1]
+    with pytest.raises(TooManyGroups, match="the limit is 2") as err:
+        groups.heartbeat("g3", "t", "c", 500)
+    assert (err.value.code, err.value.http_status) == ("too_many_groups", 409)
+    with pytest.raises(TooManyGroups):
+        groups.lock("g3", "t", "c", [0], 1000, 500)
+    assert groups.unlock("g2", "t", "c", [0, 1]) == [0, 1]
+    assert groups.heartbeat("g3", "t", "c", 600) == ["c"]  # g2 left with its locks
+    assert groups.group_count() == 2
+    assert groups.heartbeat("g4", "t", "c", 1600) == ["c"]  # g1's members fell silent: swept out
+    assert groups.group_count() == 2
