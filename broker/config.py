@@ -131,6 +131,9 @@ class BrokerConfig:
     # preferred leader, rejoin, bootstrap): flat keys or a [log] table in TOML.
     log: LogSettings = field(default_factory=LogSettings)
     http: HttpSettings = field(default_factory=HttpSettings)  # the [http] table
+    # Checkpoint bytes written per second at most, averaged: after a checkpoint
+    # of n bytes the next one waits n / this seconds if longer than the interval.
+    checkpoint_max_bytes_per_s: int = 1 << 20
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -142,6 +145,8 @@ class BrokerConfig:
             raise ValueError(f"node_id: {self.node_id!r} is not one of members {sorted(self.members)}")
         if self.retention_hours <= 0:
             raise ValueError("retention_hours: must be positive")
+        if self.checkpoint_max_bytes_per_s < 1:
+            raise ValueError("checkpoint_max_bytes_per_s: must be at least 1")
         for m in self.members.values():
             u = urlsplit(m.http_url)
             if u.scheme != "http" or not u.hostname or not u.port:

@@ -208,15 +208,23 @@ class Broker:
                 log.info("node=%s retention: log now starts at index %d", self.config.node_id, first)
 
     async def _checkpointer(self) -> None:
-        """Checkpoint every ``checkpoint_interval_ms``. A failed checkpoint is
-        logged and retried: the last good one stays, and the log holds the rest."""
-        period = self.config.checkpoint_interval_ms / 1000
+        """Checkpoint every ``checkpoint_interval_ms`` if anything changed, and
+        no faster than ``checkpoint_max_bytes_per_s``: after a checkpoint of
+        ``n`` bytes the next waits ``n / checkpoint_max_bytes_per_s`` seconds
+        if that is longer (a state of many groups is not rewritten every
+        second). Between checkpoints the log holds what changed: a restart
+        re-applies it. A failed checkpoint is logged and retried: the last
+        good one stays, and the log holds the rest."""
+        interval = self.config.checkpoint_interval_ms / 1000
+        period = interval
         while True:
             await asyncio.sleep(period)
             try:
-                self.state.checkpoint()
+                written = self.state.checkpoint()
             except (StorageFailure, OSError) as exc:
                 log.error("node=%s event=checkpoint_failed error=%r", self.config.node_id, exc)
+                continue
+            period = max(interval, written / self.config.checkpoint_max_bytes_per_s)
 
     # ------------------------------------------------------------------
     # leadership

@@ -251,12 +251,13 @@ class BrokerState:
     def checkpoint_path(self) -> Path:
         return self._dir / "checkpoint"
 
-    def checkpoint(self) -> None:
+    def checkpoint(self) -> int:
         """Make the ConsumeQueues and IndexFiles durable, then record the state,
         the index it reflects and the files' lengths and CRCs (module docstring).
-        Reads no derived file: their CRCs are carried as they are written."""
+        Reads no derived file: their CRCs are carried as they are written.
+        Returns the bytes of checkpoint written: 0 when nothing changed."""
         if not self._dirty:
-            return
+            return 0
         self.cq.flush()
         self.index.flush()
         doc = self._state_doc()
@@ -264,8 +265,10 @@ class BrokerState:
         doc["index_files"] = self.index.checkpoint_record()
         if self._runtime_damage:
             doc["damaged"] = self._runtime_damage
-        write_atomically(self.checkpoint_path, checkpoint_file.encode(doc))
+        data = checkpoint_file.encode(doc)
+        write_atomically(self.checkpoint_path, data)
         self._dirty = False
+        return len(data)
 
     def load_checkpoint(self) -> int:
         """Load the last checkpoint, check the derived files against it and cut

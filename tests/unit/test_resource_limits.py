@@ -4,7 +4,10 @@ when the command is applied."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import msgpack
@@ -12,7 +15,7 @@ import pytest
 
 from raftmq.broker import commands
 from raftmq.broker.commands import CommitOffset, CreateTopic, Produce
-from raftmq.broker.config import Limits
+from raftmq.broker.config import BrokerConfig, Limits, Member
 from raftmq.broker.consumer_groups import ConsumerGroups
 from raftmq.broker.errors import NameTooLong, PropertyTooLong, TooManyGroups
 from raftmq.broker.message import decode_record, encode_batch, record_sizes, tag_hash
@@ -201,3 +204,45 @@ def test_groups_with_members_or_locks_are_bounded_and_freed_when_silent() -> Non
     assert groups.group_count() == 2
     assert groups.heartbeat("g4", "t", "c", 1600) == ["c"]  # g1's members fell silent: swept out
     assert groups.group_count() == 2
+
+
+# -- a checkpoint paced by its size --------------------------------------------
+class _SizedState:
+    """A state whose every checkpoint writes ``size`` bytes, noting when."""
+
+    def __init__(self, size: int) -> None:
+        self.size, self.times = size, []  # type: ignore[var-annotated]
+
+    def checkpoint(self) -> int:
+        self.times.append(time.monotonic())
+        return self.size
+
+
+def _checkpoints_in(seconds: float, size: int, interval_ms: int, bytes_per_s: int) -> list[float]:
+    broker = Broker.__new__(Broker)  # only what the checkpointer reads
+    broker.config = SimpleNamespace(checkpoint_interval_ms=interval_ms, checkpoint_max_bytes_per_s=bytes_per_s,
+                                    node_id="n1")  # type: ignore[assignment]
+    broker.state = state = _SizedState(size)  # type: ignore[assignment]
+
+    async def run() -> None:
+        task = asyncio.create_task(broker._checkpointer())
+        await asyncio.sleep(seconds)
+        task.cancel()
+
+    asyncio.run(run())
+    return state.times
+
+
+def test_a_large_checkpoint_is_written_no_faster_than_its_byte_budget() -> None:
+    # 50,000-byte checkpoints at 100,000 bytes/s: one every 0.5 s, not every 20 ms.
+    times = _checkpoints_in(1.2, 50_000, 20, 100_000)
+    assert 2 <= len(times) <= 3, times
+    assert all(b - a >= 0.45 for a, b in zip(times, times[1:])), times
+    # A small one keeps the interval.
+    assert len(_checkpoints_in(0.5, 100, 20, 100_000)) >= 10
+
+
+def test_the_checkpoint_budget_is_validated() -> None:
+    with pytest.raises(ValueError, match="checkpoint_max_bytes_per_s: must be at least 1"):
+        BrokerConfig("n1", "g", {"n1": Member("n1", "http://127.0.0.1:1", "127.0.0.1:2")}, "d",
+                     checkpoint_max_bytes_per_s=0)
