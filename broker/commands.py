@@ -10,13 +10,23 @@ element: a msgpack ``bin`` at the end of the body. Its data therefore starts
 at ``len(body) - len(records)``, and each message's physical offset in the
 CommitLog is ``entry body position + that start + the record's offset``.
 
+A produce's ``producer_id`` and ``sequence`` are written once, in the
+command; its records carry nil in theirs (entries written before did copy
+them into every record, and still apply the same: ``broker.message``).
+
 | kind | fields after the kind |
 |---|---|
 | NOOP (0) | — |
 | PRODUCE (1) | topic, queue_id, store_ts_ms, producer_id or nil, sequence or nil, part, tag_hashes [i64], keys [[str]], records (bin) |
-| COMMIT_OFFSET (2) | group, topic, queue_id, offset, reset (moves the offset back only when true) |
-| CREATE_TOPIC (3) | name, queues |
+| COMMIT_OFFSET (2) | group, topic, queue_id, offset, reset (moves the offset back only when true), [max_groups] |
+| CREATE_TOPIC (3) | name, queues, [max_topics] |
 | UPDATE_TOPIC (4) | name, queues |
+
+``[max_groups]`` and ``[max_topics]``: the leader's limit when it proposed
+the command, appended (entries written before have none: no limit). Applying
+refuses, identically on every node, a commit that would add one group past
+``max_groups`` or a topic past ``max_topics`` (two proposals can pass the
+leader's own check at once); the result is then None.
 """
 
 from __future__ import annotations
@@ -55,12 +65,14 @@ class CommitOffset:
     queue_id: int
     offset: int
     reset: bool = False
+    max_groups: int | None = None  # refused at apply if it would add a group past this
 
 
 @dataclass(slots=True, frozen=True)
 class CreateTopic:
     name: str
     queues: int
+    max_topics: int | None = None  # refused at apply if it would add a topic past this
 
 
 @dataclass(slots=True, frozen=True)
@@ -85,9 +97,10 @@ def encode(cmd: Command) -> bytes:
             use_bin_type=True,
         )
     if isinstance(cmd, CommitOffset):
-        return msgpack.packb([Kind.COMMIT_OFFSET, cmd.group, cmd.topic, cmd.queue_id, cmd.offset, cmd.reset])
+        limit = [] if cmd.max_groups is None else [cmd.max_groups]
+        return msgpack.packb([Kind.COMMIT_OFFSET, cmd.group, cmd.topic, cmd.queue_id, cmd.offset, cmd.reset, *limit])
     if isinstance(cmd, CreateTopic):
-        return msgpack.packb([Kind.CREATE_TOPIC, cmd.name, cmd.queues])
+        return msgpack.packb([Kind.CREATE_TOPIC, cmd.name, cmd.queues, *([] if cmd.max_topics is None else [cmd.max_topics])])
     if isinstance(cmd, UpdateTopic):
         return msgpack.packb([Kind.UPDATE_TOPIC, cmd.name, cmd.queues])
     return msgpack.packb([Kind.NOOP])
@@ -102,9 +115,10 @@ def decode(body: bytes) -> Command:
         if kind is Kind.PRODUCE:
             return Produce(obj[1], obj[2], obj[3], obj[4], obj[5], obj[6], obj[7], obj[8], obj[9])
         if kind is Kind.COMMIT_OFFSET:
-            return CommitOffset(obj[1], obj[2], obj[3], obj[4], bool(obj[5]) if len(obj) > 5 else False)
+            return CommitOffset(obj[1], obj[2], obj[3], obj[4], bool(obj[5]) if len(obj) > 5 else False,
+                                obj[6] if len(obj) > 6 else None)
         if kind is Kind.CREATE_TOPIC:
-            return CreateTopic(obj[1], obj[2])
+            return CreateTopic(obj[1], obj[2], obj[3] if len(obj) > 3 else None)
         if kind is Kind.UPDATE_TOPIC:
             return UpdateTopic(obj[1], obj[2])
         return Noop()

@@ -73,6 +73,15 @@ class Limits:
     max_wait_ms: int = 30_000  # longest long-poll
     max_topic_queues: int = 1024
     max_properties: int = 64
+    max_property_key_chars: int = 128  # characters of one property name; longer is 400 property_too_long
+    max_property_value_chars: int = 4096  # characters of one property value; longer is 400 property_too_long
+    max_producer_id_bytes: int = 256  # UTF-8 bytes of a produce request's producer_id; longer is 400 name_too_long
+    max_group_name_chars: int = 255  # characters of a consumer group name or client id; longer is 400 name_too_long
+    max_topics: int = 4096  # topics in the group; one more is refused with 409 too_many_topics
+    # Consumer groups with committed offsets (replicated), and consumer groups
+    # with live members (on the leader), each at most this many; a new one past
+    # it is refused with 409 too_many_groups.
+    max_groups: int = 10_000
 
     def __post_init__(self) -> None:
         check_fields(self, "limits.")
@@ -122,6 +131,9 @@ class BrokerConfig:
     # preferred leader, rejoin, bootstrap): flat keys or a [log] table in TOML.
     log: LogSettings = field(default_factory=LogSettings)
     http: HttpSettings = field(default_factory=HttpSettings)  # the [http] table
+    # Checkpoint bytes written per second at most, averaged: after a checkpoint
+    # of n bytes the next one waits n / this seconds if longer than the interval.
+    checkpoint_max_bytes_per_s: int = 1 << 20
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -133,6 +145,8 @@ class BrokerConfig:
             raise ValueError(f"node_id: {self.node_id!r} is not one of members {sorted(self.members)}")
         if self.retention_hours <= 0:
             raise ValueError("retention_hours: must be positive")
+        if self.checkpoint_max_bytes_per_s < 1:
+            raise ValueError("checkpoint_max_bytes_per_s: must be at least 1")
         for m in self.members.values():
             u = urlsplit(m.http_url)
             if u.scheme != "http" or not u.hostname or not u.port:

@@ -192,3 +192,38 @@ class RequestTimeout(BrokerError):
 
     code = "request_timeout"
     http_status = 408
+
+
+# -- the broker's resource limits (``[limits]``, broker/config.py Limits)
+class PropertyTooLong(InvalidArgument):
+    """A message property's name or value is longer than ``limits.max_property_key_chars`` / ``_value_chars``."""
+
+    code = "property_too_long"
+
+
+class NameTooLong(InvalidArgument):
+    """A consumer group name or a producer id is longer than its limit."""
+
+    code = "name_too_long"
+
+
+class TooManyTopics(BrokerError):
+    """The group holds ``limits.max_topics`` topics: a new one is refused."""
+
+    code = "too_many_topics"
+    http_status = 409
+
+
+class TooManyGroups(BrokerError):
+    """``limits.max_groups`` consumer groups exist: a new one is refused."""
+
+    code = "too_many_groups"
+    http_status = 409
+
+
+class EntryTooLarge(BrokerError):
+    """A produce request whose log entry would not fit one peer frame or one
+    log segment: the followers could not receive it, so it is never proposed."""
+
+    code = "entry_too_large"
+    http_status = 413

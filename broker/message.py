@@ -21,6 +21,12 @@ Record layout (all integers big-endian, unsigned)::
 
 ``total_size = 12 + n``. Records follow one another with no padding.
 
+``producer_id`` and ``sequence``: the broker writes nil in both since the
+producer's identity moved to the ``produce`` command, once per log entry
+(``broker.commands``); records written before carry the entry's producer id
+and sequence in every record. Both forms decode and apply alike: nothing
+reads these two fields back from a record.
+
 Also here: the stable hashes everything deterministic relies on
 (:func:`tag_hash` for ConsumeQueue tag filtering, :func:`sharding_queue` for
 queue choice by key) and the message id format (:func:`format_msg_id`).

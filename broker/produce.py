@@ -4,7 +4,8 @@ Two pure steps, no I/O, no broker state:
 
 - ``parse_produce(body, limits)`` is the one place a produce request is
   validated: its shape (known fields only, each of its type), its sizes
-  (message bodies, tags, keys) and its counts (messages, keys, properties).
+  (message bodies, tags, keys, property names and values, the producer id)
+  and its counts (messages, keys, properties).
   The JSON and the msgpack body both arrive here as a plain dict. Anything
   wrong is a ``BrokerError`` naming the field: an unknown field is refused
   (400 ``invalid_argument``), so a field this broker does not implement
@@ -28,7 +29,8 @@ from types import MappingProxyType
 from typing import Any, Mapping, NamedTuple
 
 from raftmq.broker.config import Limits
-from raftmq.broker.errors import BatchTooLarge, InvalidArgument, MessageTooLarge, QueueNotFound
+from raftmq.broker.errors import (BatchTooLarge, InvalidArgument, MessageTooLarge, NameTooLong, PropertyTooLong,
+                                  QueueNotFound)
 from raftmq.broker.message import sharding_queue
 
 REQUEST_FIELDS = frozenset({"messages", "producer_id", "sequence"})
@@ -90,8 +92,11 @@ def parse_produce(body: Mapping[str, Any], limits: Limits) -> ProduceRequest:
     if type(msgs) is not list:
         raise InvalidArgument("field 'messages' must be list")
     producer_id = body.get("producer_id")
-    if producer_id is not None and type(producer_id) is not str:
-        raise InvalidArgument("field 'producer_id' must be str")
+    if producer_id is not None:
+        if type(producer_id) is not str:
+            raise InvalidArgument("field 'producer_id' must be str")
+        if len(producer_id) > limits.max_producer_id_bytes or len(producer_id.encode()) > limits.max_producer_id_bytes:
+            raise NameTooLong(f"producer_id is longer than {limits.max_producer_id_bytes} bytes (UTF-8)")
     sequence = body.get("sequence")
     if sequence is not None:
         if type(sequence) is not int:
@@ -147,6 +152,7 @@ def _parse_message(m: Any, i: int, limits: Limits) -> OutMessage:
         if len(props) > limits.max_properties:
             raise InvalidArgument(f"messages[{i}].properties holds {len(props)} properties; "
                                   f"the limit is {limits.max_properties}")
+        _check_property_sizes(props, i, limits)
     qid = get("queue_id")
     if qid is not None and type(qid) is not int:
         raise InvalidArgument(f"messages[{i}].queue_id must be an integer")
@@ -157,6 +163,18 @@ def _parse_message(m: Any, i: int, limits: Limits) -> OutMessage:
     if born is not None and (type(born) is not int or born < 0):
         raise InvalidArgument(f"messages[{i}].born_ts must be a non-negative integer (ms)")
     return OutMessage(body, tags, keys, props, qid, skey, born)
+
+
+def _check_property_sizes(props: dict[str, str], i: int, limits: Limits) -> None:
+    """Every property name and value of ``messages[i]`` within its limit (PropertyTooLong)."""
+    kmax, vmax = limits.max_property_key_chars, limits.max_property_value_chars
+    for k, v in props.items():
+        if len(k) > kmax:
+            raise PropertyTooLong(f"messages[{i}].properties: a property name of {len(k)} characters exceeds "
+                                  f"the limit of {kmax}")
+        if len(v) > vmax:
+            raise PropertyTooLong(f"messages[{i}].properties[{k!r}]: a value of {len(v)} characters exceeds "
+                                  f"the limit of {vmax}")
 
 
 def plan_produce(topic: str, request: ProduceRequest, queues: int, round_robin: int) -> list[Part]:

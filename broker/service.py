@@ -29,8 +29,10 @@ from raftmq.broker.config import BrokerConfig
 from raftmq.broker.consumer_groups import ConsumerGroups
 from raftmq.broker.produce import OutMessage, Part, ProduceRequest, plan_produce
 from raftmq.broker.errors import (
+    EntryTooLarge,
     InvalidArgument,
     MessageNotFound,
+    NameTooLong,
     NoLeader,
     NotLeaderError,
     OffsetOutOfRange,
@@ -40,6 +42,8 @@ from raftmq.broker.errors import (
     TopicNotFound,
     StorageDamaged,
     StorageFailed,
+    TooManyGroups,
+    TooManyTopics,
     Unavailable,
 )
 from raftmq.broker.message import (
@@ -73,6 +77,11 @@ log = logging.getLogger(__name__)
 
 TOPIC_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.%|")
 RECORD_PEEK_BYTES = 4096
+# What an AppendEntries frame holds besides its entries' data: the message's
+# fields (ids of at most 128 characters, integers) and each entry's term,
+# index and kind. Well under 1 KiB; 4 KiB leaves room.
+FRAME_OVERHEAD_BYTES = 4096
+SEGMENT_ENTRY_HEADER_BYTES = 32  # a log segment holds entries of at most segment_bytes - 32 bytes
 READ_SPAN_BYTES = 1 << 20  # one positional read covers nearby records up to this span
 
 
@@ -80,6 +89,17 @@ def validate_topic_name(name: Any) -> str:
     if not isinstance(name, str) or not 1 <= len(name) <= 127 or not set(name) <= TOPIC_CHARS or name in (".", ".."):
         raise InvalidArgument(f"invalid topic name {name!r}: 1-127 characters of letters, digits and -_.%|")
     return name
+
+
+def max_entry_bytes(cfg: NodeConfig) -> int:
+    """The largest log entry body every node can take: a follower refuses a
+    frame over its transport's ``max_frame_bytes`` (the group would then lose
+    its leader, unable to replicate), and a log segment holds entries of
+    ``segment_bytes - 32`` bytes. An entry larger than ``max_batch_bytes``
+    travels alone in its AppendEntries (dledger's log reads stop before an
+    entry that would take a batch past it), so its frame is the entry plus
+    ``FRAME_OVERHEAD_BYTES`` at most."""
+    return min(cfg.transport.max_frame_bytes - FRAME_OVERHEAD_BYTES, cfg.segment_bytes - SEGMENT_ENTRY_HEADER_BYTES)
 
 
 class _QueueWaiters:
@@ -124,6 +144,7 @@ class Broker:
             peers={m.id: m.raft_addr for m in config.members.values()},
             data_dir=str(Path(config.data_dir) / "dledger"),
         )
+        self.max_entry_bytes = max_entry_bytes(node_cfg)
         try:
             self.log = DLedger(node_cfg, self.state, applied_index=applied)
         except StateAheadOfLog as exc:
@@ -133,7 +154,8 @@ class Broker:
             self.state.rebuild(f"node={config.node_id} {exc}")
             self.log = DLedger(node_cfg, self.state, applied_index=0)
         self._rr = itertools.count()
-        self.groups = ConsumerGroups(session_timeout_ms=config.consumer_session_timeout_ms)
+        self.groups = ConsumerGroups(session_timeout_ms=config.consumer_session_timeout_ms,
+                                     max_groups=config.limits.max_groups)
         self._groups_term: int | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.started_at = time.time()
@@ -186,15 +208,23 @@ class Broker:
                 log.info("node=%s retention: log now starts at index %d", self.config.node_id, first)
 
     async def _checkpointer(self) -> None:
-        """Checkpoint every ``checkpoint_interval_ms``. A failed checkpoint is
-        logged and retried: the last good one stays, and the log holds the rest."""
-        period = self.config.checkpoint_interval_ms / 1000
+        """Checkpoint every ``checkpoint_interval_ms`` if anything changed, and
+        no faster than ``checkpoint_max_bytes_per_s``: after a checkpoint of
+        ``n`` bytes the next waits ``n / checkpoint_max_bytes_per_s`` seconds
+        if that is longer (a state of many groups is not rewritten every
+        second). Between checkpoints the log holds what changed: a restart
+        re-applies it. A failed checkpoint is logged and retried: the last
+        good one stays, and the log holds the rest."""
+        interval = self.config.checkpoint_interval_ms / 1000
+        period = interval
         while True:
             await asyncio.sleep(period)
             try:
-                self.state.checkpoint()
+                written = self.state.checkpoint()
             except (StorageFailure, OSError) as exc:
                 log.error("node=%s event=checkpoint_failed error=%r", self.config.node_id, exc)
+                continue
+            period = max(interval, written / self.config.checkpoint_max_bytes_per_s)
 
     # ------------------------------------------------------------------
     # leadership
@@ -215,12 +245,12 @@ class Broker:
             raise NotLeaderError(leader_id, self.config.members[leader_id].http_url)
         raise NoLeader()
 
-    async def _propose(self, cmd: commands.Command) -> Any:
-        """The broker's one way into the log: propose ``cmd``, wait until it is
-        applied here, return the state machine's result; dledger's errors
-        become the broker's (redirect, 503, outcome unknown)."""
+    async def _propose(self, cmd: commands.Command | bytes) -> Any:
+        """The broker's one way into the log: propose ``cmd`` (or its
+        encoding), wait until it is applied here, return the state machine's
+        result; dledger's errors become the broker's (redirect, 503, outcome unknown)."""
         try:
-            _, result = await self.log.propose_future(commands.encode(cmd))
+            _, result = await self.log.propose_future(cmd if isinstance(cmd, bytes) else commands.encode(cmd))
             return result
         except NotLeader as exc:
             self._raise_not_leader(exc.leader_id)
@@ -263,7 +293,12 @@ class Broker:
         if current is not None:
             raise TopicConflict(f"topic {name!r} exists with {current} queues; use PUT to change it",
                                 topic=name, queues=current)
-        await self._propose(CreateTopic(name, queues))
+        # Checked here, and again as the topic is applied (a race may let two new topics past).
+        limit = self.limits.max_topics
+        full = len(self.state.topics) >= limit
+        if full or await self._propose(CreateTopic(name, queues, limit)) is None:
+            raise TooManyTopics(f"the group holds {len(self.state.topics)} topics; the limit is {limit}",
+                                max_topics=limit)
         return self.describe_topic(name)
 
     async def update_topic(self, name: str, queues: Any) -> dict[str, Any]:
@@ -300,20 +335,30 @@ class Broker:
         """Store ``request`` (validated by ``parse_produce``) in ``topic`` of
         ``queues`` queues (from ``writable_topic``): one log entry per part
         (``plan_produce``), stamped here with the store time. Leadership is
-        not checked again: a leader deposed meanwhile refuses the proposal."""
+        not checked again: a leader deposed meanwhile refuses the proposal.
+        Every entry is encoded and its size checked before any is proposed:
+        an entry over ``max_entry_bytes`` is a 413 ``entry_too_large``, and
+        nothing of the request is stored."""
         parts = plan_produce(topic, request, queues, next(self._rr))
         msgs = request.messages
         producer_id, sequence = request.producer_id, request.sequence
         now = int(time.time() * 1000)
-        coros = []
+        entries: list[Any] = []  # an entry to propose (bytes), or the remembered result of a retry
         for p in parts:
             if producer_id is not None and sequence is not None:
                 prior = self.state.dedup_lookup(producer_id, sequence, p.part)
                 if prior is not None:
-                    coros.append(_done(prior))
+                    entries.append(prior)
                     continue
-            coros.append(self._propose(self._produce_command(topic, p, now, producer_id, sequence,
-                                                             [msgs[i] for i in p.indexes])))
+            entry = commands.encode(self._produce_command(topic, p, now, producer_id, sequence,
+                                                          [msgs[i] for i in p.indexes]))
+            if len(entry) > self.max_entry_bytes:
+                raise EntryTooLarge(f"the {len(p.indexes)} messages to queue {p.queue_id} make a log entry of "
+                                    f"{len(entry)} bytes; a follower takes entries of at most {self.max_entry_bytes} "
+                                    f"bytes: send fewer or smaller messages per request",
+                                    entry_bytes=len(entry), max_entry_bytes=self.max_entry_bytes)
+            entries.append(entry)
+        coros = [self._propose(e) if isinstance(e, bytes) else _done(e) for e in entries]
         if len(coros) == 1:  # the common case: no task per request, two event loop iterations less
             results = [await coros[0]]
         else:
@@ -332,7 +377,9 @@ class Broker:
     @staticmethod
     def _produce_command(topic: str, p: Part, now: int, producer_id: str | None, sequence: int | None,
                          msgs: list[OutMessage]) -> Produce:
-        records = encode_batch(topic, p.queue_id, now, producer_id, sequence,
+        # The producer's id and sequence are the command's, once per entry: the
+        # records carry nil (an id copied into every record multiplied the entry).
+        records = encode_batch(topic, p.queue_id, now, None, None,
                                [(m.body, m.tags, m.keys, m.properties, m.born_ts_ms or now) for m in msgs])
         return Produce(topic, p.queue_id, now, producer_id, sequence, p.part,
                        [tag_hash(m.tags) if m.tags else 0 for m in msgs],
@@ -554,14 +601,28 @@ class Broker:
     async def commit_offset(self, group: str, topic: str, queue_id: int, offset: int,
                             reset: bool = False) -> dict[str, Any]:
         self.require_leader()
+        self._check_names(group)
         self._check_queue(topic, queue_id)
         if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
             raise OffsetOutOfRange("offset must be a non-negative integer")
         _, hi = self.state.queue_range(topic, queue_id)
         if offset > hi:
             raise OffsetOutOfRange(f"offset {offset} is beyond the end of queue {queue_id} ({hi})", max_offset=hi)
-        stored = await self._propose(CommitOffset(group, topic, queue_id, offset, reset))
+        # Checked here, and again as the commit is applied (a race may let two new groups past).
+        limit = self.limits.max_groups
+        full = group not in self.state.group_keys and len(self.state.group_keys) >= limit
+        stored = None if full else await self._propose(CommitOffset(group, topic, queue_id, offset, reset, limit))
+        if stored is None:
+            raise TooManyGroups(f"{len(self.state.group_keys)} consumer groups have committed offsets; the limit "
+                                f"is {limit}", max_groups=limit)
         return {"group": group, "topic": topic, "queue_id": queue_id, "offset": stored}
+
+    def _check_names(self, group: str, client_id: str = "") -> None:
+        """A group name and a client id stored here are bounded (NameTooLong)."""
+        limit = self.limits.max_group_name_chars
+        for what, name in (("group name", group), ("client_id", client_id)):
+            if len(name) > limit:
+                raise NameTooLong(f"a {what} of {len(name)} characters exceeds the limit of {limit}")
 
     def group_lag(self, group: str, topic: str) -> dict[str, Any]:
         n = self.topic_queues(topic)
@@ -593,6 +654,7 @@ class Broker:
         self.topic_queues(topic)
         if not client_id:
             raise InvalidArgument("client_id must not be empty")
+        self._check_names(group, client_id)
         groups, now = self._leader_groups()
         return {"members": groups.heartbeat(group, topic, client_id, now),
                 "session_timeout_ms": groups.session_timeout_ms}
@@ -613,6 +675,7 @@ class Broker:
             lease_ms = self.groups.max_lease_ms
         if lease_ms < 1:
             raise InvalidArgument("lease_ms must be positive")
+        self._check_names(group, client_id)
         groups, now = self._leader_groups()
         locked = groups.lock(group, topic, client_id, queue_ids, lease_ms, now)
         return {"locked": locked, "lease_ms": min(lease_ms, groups.max_lease_ms)}

@@ -124,6 +124,7 @@ class BrokerState:
         self.cq, self.index = self._open_derived()
         self.topics: dict[str, int] = {}
         self.offsets: dict[tuple[str, str, int], int] = {}
+        self.group_keys: dict[str, int] = {}  # group -> its keys in ``offsets``: the groups with offsets
         self.dedup: OrderedDict[str, OrderedDict[tuple[int, int], ProduceResult]] = OrderedDict()
         self.applied_index = 0
         # Retention marks: (store_ts_ms, index) of the first produce entry at least
@@ -152,11 +153,19 @@ class BrokerState:
             # rebalance cannot drag it back; an explicit reset (seek) can.
             key = (cmd.group, cmd.topic, cmd.queue_id)
             old = self.offsets.get(key)
+            if old is None:
+                if cmd.max_groups is not None and cmd.group not in self.group_keys \
+                        and len(self.group_keys) >= cmd.max_groups:
+                    return None  # one group too many (the leader checked; a race let two past)
+                self.group_keys[cmd.group] = self.group_keys.get(cmd.group, 0) + 1
             if cmd.reset or old is None or cmd.offset > old:
                 self.offsets[key] = cmd.offset
             return self.offsets[key]
         if isinstance(cmd, (CreateTopic, UpdateTopic)):
             current = self.topics.get(cmd.name)
+            if current is None and isinstance(cmd, CreateTopic) and cmd.max_topics is not None \
+                    and len(self.topics) >= cmd.max_topics:
+                return None  # one topic too many (the leader checked; a race let two past)
             if current is None or cmd.queues > current:
                 self.topics[cmd.name] = cmd.queues
             return self.topics[cmd.name]
@@ -231,6 +240,9 @@ class BrokerState:
         self.time_marks = [tuple(m) for m in doc.get("time_marks", [])]  # type: ignore[misc]
         self.topics = dict(doc["topics"])
         self.offsets = {(g, t, q): o for g, t, q, o in doc["offsets"]}
+        self.group_keys = {}
+        for g, _, _ in self.offsets:
+            self.group_keys[g] = self.group_keys.get(g, 0) + 1
         self.dedup = OrderedDict(
             (p, OrderedDict(((s, part), _load_result(r)) for s, part, r in seen)) for p, seen in doc["dedup"]
         )
@@ -239,12 +251,13 @@ class BrokerState:
     def checkpoint_path(self) -> Path:
         return self._dir / "checkpoint"
 
-    def checkpoint(self) -> None:
+    def checkpoint(self) -> int:
         """Make the ConsumeQueues and IndexFiles durable, then record the state,
         the index it reflects and the files' lengths and CRCs (module docstring).
-        Reads no derived file: their CRCs are carried as they are written."""
+        Reads no derived file: their CRCs are carried as they are written.
+        Returns the bytes of checkpoint written: 0 when nothing changed."""
         if not self._dirty:
-            return
+            return 0
         self.cq.flush()
         self.index.flush()
         doc = self._state_doc()
@@ -252,8 +265,10 @@ class BrokerState:
         doc["index_files"] = self.index.checkpoint_record()
         if self._runtime_damage:
             doc["damaged"] = self._runtime_damage
-        write_atomically(self.checkpoint_path, checkpoint_file.encode(doc))
+        data = checkpoint_file.encode(doc)
+        write_atomically(self.checkpoint_path, data)
         self._dirty = False
+        return len(data)
 
     def load_checkpoint(self) -> int:
         """Load the last checkpoint, check the derived files against it and cut
@@ -354,6 +369,7 @@ class BrokerState:
         self.cq = ConsumeQueueStore(self._data, entries_per_file=self._cq_entries_per_file)
         self.index = IndexStore(self._data / "index")
         self.topics, self.offsets, self.dedup = {}, {}, OrderedDict()
+        self.group_keys = {}
         self.time_marks = []
         self.applied_index = 0
         self._damage, self._runtime_damage = [], []
@@ -404,4 +420,4 @@ class BrokerState:
         return {q: self.offsets[(group, topic, q)] for q in range(n) if (group, topic, q) in self.offsets}
 
     def groups(self) -> Iterable[str]:
-        return sorted({g for g, _, _ in self.offsets})
+        return sorted(self.group_keys)
