@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 CLIENT = Path(__file__).resolve().parents[2] / "client"
-ALLOWED = {"aiohttp", "msgpack", "click", "yarl", "multidict", "uvloop", "eventloop", "client"} | set(sys.stdlib_module_names) | {"__future__"}
+ALLOWED = {"aiohttp", "msgpack", "click", "yarl", "multidict", "uvloop", "eventloop", "signing", "client"} | set(sys.stdlib_module_names) | {"__future__"}
 
 
 def imported_roots(path: Path) -> set[str]:
