@@ -99,11 +99,11 @@ def test_another_team_cannot_rewind_a_consumer_group(group: BrokerGroup) -> None
     url = group.leader().http_url
     status, body = as_b("POST", url + "/v1/groups/a-group/offsets",
                         {"topic": "a-orders", "queue_id": 0, "offset": 0, "reset": True})
-    assert (status, body["error"]) == (403, "forbidden")
+    assert status == 403 and body["error"] == "forbidden", (status, body)
     # even the owning team needs admin to move its offsets back
     status, body = as_a("POST", url + "/v1/groups/a-group/offsets",
                         {"topic": "a-orders", "queue_id": 0, "offset": 0, "reset": True})
-    assert (status, body["error"]) == (403, "forbidden")
+    assert status == 403 and body["error"] == "forbidden", (status, body)
     status, body = as_a("GET", url + "/v1/groups/a-group/offsets?topic=a-orders")
     assert status == 200 and body["offsets"][0]["offset"] == 2
 
@@ -112,7 +112,7 @@ def test_producing_into_a_topic_without_pub_is_forbidden(group: BrokerGroup) -> 
     url = group.leader().http_url
     before = as_root("GET", url + "/v1/topics/a-orders")[1]
     status, body = as_b("POST", url + "/v1/topics/a-orders/messages", {"messages": [{"body": "fake payment"}]})
-    assert (status, body["error"]) == (403, "forbidden")
+    assert status == 403 and body["error"] == "forbidden", (status, body)
     assert "team_b" in body["message"] and B_SECRET not in json.dumps(body)
     assert as_root("GET", url + "/v1/topics/a-orders")[1] == before  # nothing stored
     assert as_b("POST", url + "/v1/topics/b-events/messages", {"messages": [{"body": "ok"}]})[0] == 200
@@ -122,7 +122,7 @@ def test_growing_a_topic_needs_admin(group: BrokerGroup) -> None:
     url = group.leader().http_url
     for who in (as_a, as_b):
         status, body = who("PUT", url + "/v1/topics/b-events", {"queues": 1024})
-        assert (status, body["error"]) == (403, "forbidden")
+        assert status == 403 and body["error"] == "forbidden", (status, body)
     assert as_b("POST", url + "/v1/topics", {"name": "b-new", "queues": 4})[0] == 403
     assert as_root("GET", url + "/v1/topics/b-events")[1]["queues"] == 2
 
@@ -134,7 +134,7 @@ def test_another_client_cannot_release_or_take_a_queue_lock(group: BrokerGroup) 
     assert as_a("POST", url + "/v1/groups/a-group/heartbeat", hb)[0] == 200
     # team B without sub on the group: cannot even see the members
     status, body = as_b("GET", url + "/v1/groups/a-group/members?topic=a-orders")
-    assert (status, body["error"]) == (403, "forbidden")
+    assert status == 403 and body["error"] == "forbidden", (status, body)
     assert as_b("POST", url + "/v1/groups/a-group/unlock", lock)[0] == 403
     # a user with sub on the group reads the members but cannot act under A's client id
     status, body = call("GET", url + "/v1/groups/a-group/members?topic=a-orders", key="b_in_a", secret=B_SECRET)
@@ -142,7 +142,7 @@ def test_another_client_cannot_release_or_take_a_queue_lock(group: BrokerGroup) 
     for path in ("unlock", "locks", "heartbeat"):
         status, body = call("POST", f"{url}/v1/groups/a-group/{path}", lock if path != "heartbeat" else hb,
                             key="b_in_a", secret=B_SECRET)
-        assert (status, body["error"]) == (403, "client_id_taken"), path
+        assert status == 403 and body["error"] == "client_id_taken", (path, status, body)
     # its own client id is fine (and gets no lock A holds, once A has them)
     status, _ = call("POST", url + "/v1/groups/a-group/heartbeat", {"topic": "a-orders", "client_id": "b-1"},
                      key="b_in_a", secret=B_SECRET)
@@ -165,7 +165,7 @@ def test_unsigned_and_badly_signed_requests_are_401(group: BrokerGroup) -> None:
         "basic auth": call("GET", url, headers={"Authorization": "Basic dGVhbV9hOng="}),
     }
     for what, (status, body) in cases.items():
-        assert (status, body["error"]) == (401, "unauthenticated"), what
+        assert status == 401 and body["error"] == "unauthenticated", (what, status, body)
         for secret in (A_SECRET, B_SECRET, ROOT_SECRET):
             assert secret not in json.dumps(body), what
     # a signed body that was changed on the way
