@@ -72,7 +72,7 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 CLAIMS: web.AppKey[ClientClaims] = web.AppKey("client_claims", ClientClaims)
-USER: web.AppKey[str] = web.AppKey("user", str)  # request key: the authenticated access key
+USER: web.RequestKey[str] = web.RequestKey("user", str)  # the authenticated access key
 ADMIN = ("admin", "", "")  # a need only admin meets
 
 # A need: alternatives (resource, name, action), any one of which suffices;

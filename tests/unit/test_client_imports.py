@@ -1,5 +1,6 @@
 """The client speaks HTTP only: it may import aiohttp, msgpack, click, uvloop
-(its event loop, where installed), the standard library and itself, never ``broker`` or ``dledger`` (../shared/design/ARCHITECTURE.md)."""
+(its event loop, where installed), raftmq.signing (the request-signing contract
+it shares with the broker), the standard library and itself, never ``broker`` or ``dledger`` (../shared/design/ARCHITECTURE.md)."""
 
 from __future__ import annotations
 
