@@ -73,3 +73,24 @@ def test_acl_routes_are_refused_while_acl_is_off() -> None:
 
     status, body = asyncio.run(go())
     assert status == 409 and body["error"] == "acl_disabled"
+
+
+def node_config(host: str, acl: bool, tmp: Path) -> Any:
+    from raftmq.broker.config import from_mapping
+
+    raw: dict[str, Any] = {"node_id": "n1", "group": "g", "data_dir": "d",
+                           "members": {"n1": {"http_url": f"http://{host}:8001", "raft_addr": "127.0.0.1:9001"}}}
+    if acl:
+        (tmp / "s").write_text(SECRET)
+        raw["acl"] = {"enabled": True, "admin_access_key": "root", "admin_secret_file": str(tmp / "s")}
+    return from_mapping(raw)
+
+
+def test_a_node_open_beyond_loopback_warns_at_start(tmp_path: Path, caplog: Any) -> None:
+    from raftmq.broker.http.auth import warn_if_open
+
+    for host, acl, warns in (("0.0.0.0", False, True), ("10.1.2.3", False, True), ("127.0.0.1", False, False),
+                             ("localhost", False, False), ("0.0.0.0", True, False)):
+        caplog.clear()
+        warn_if_open(node_config(host, acl, tmp_path))
+        assert any("event=acl_disabled" in r.message and r.levelname == "WARNING" for r in caplog.records) is warns, host
