@@ -46,7 +46,7 @@ TOKEN_PREFIX = "rmq1"
 _TOKEN_MESSAGE = b"raftmq bearer token v1"
 
 
-def body_digest(body: bytes) -> str:
+def body_digest(body: bytes | bytearray | memoryview) -> str:
     """Hex SHA-256 of a request body."""
     return hashlib.sha256(body).hexdigest()
 
@@ -68,7 +68,8 @@ def signature(secret: str, method: str, target: str, digest: str, date_ms: int) 
     return hmac.new(secret.encode(), msg, hashlib.sha256).hexdigest()
 
 
-def sign_headers(access_key: str, secret: str, method: str, target: str, body: bytes, date_ms: int) -> dict[str, str]:
+def sign_headers(access_key: str, secret: str, method: str, target: str, body: bytes | bytearray | memoryview,
+                 date_ms: int) -> dict[str, str]:
     """The three headers of a signed request."""
     return {ACCESS_KEY_HEADER: access_key, DATE_HEADER: str(date_ms),
             SIGNATURE_HEADER: signature(secret, method, target, body_digest(body), date_ms)}

@@ -67,7 +67,7 @@ import msgpack
 
 from raftmq.broker import commands
 from raftmq.broker.acl.permissions import AclState
-from raftmq.broker.commands import AclAddUser, AclGrant, AclRemoveUser, AclRevoke
+from raftmq.broker.commands import AclAddUser, AclGrant, AclRemoveUser, AclRevoke  # kept apart: merges stay simple
 from raftmq.broker.commands import CommitOffset, CreateTopic, Noop, Produce, UpdateTopic
 from raftmq.broker.message import format_msg_ids, parse_msg_id, record_sizes
 from raftmq.broker.store import CorruptStore

@@ -38,9 +38,9 @@ import asyncio
 import json
 import logging
 import random
+import ssl
 import threading
 import time
-import ssl
 from dataclasses import dataclass, field
 from typing import Any, Coroutine, Iterable, Mapping, TypeVar
 from urllib.parse import parse_qsl, urlsplit
@@ -138,6 +138,11 @@ def client_ssl_context(ca_file: str | None) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=ca_file)
     except (OSError, ssl.SSLError) as exc:
         raise CertificateError(f"ca_file {ca_file}: cannot load CA certificates: {exc}") from None
+
+
+def cfg_signs(cfg: TransportConfig) -> bool:
+    """Whether requests made with ``cfg`` are signed."""
+    return cfg.access_key is not None and cfg.secret_key is not None
 
 
 def certificate_error(url: str, exc: BaseException) -> CertificateError:
@@ -323,7 +328,8 @@ class Transport:
         if body is not None:
             data = body if isinstance(body, (bytes, bytearray, memoryview)) else msgpack.packb(body, use_bin_type=True)
         base_headers = _HEADERS if data is not None else _GET_HEADERS
-        digest = signing.body_digest(bytes(data)) if data is not None else signing.body_digest(b"")
+        # Hashed once for every attempt, and only when requests are signed (the produce hot path).
+        digest = signing.body_digest(data if data is not None else b"") if cfg_signs(self.config) else None
         qs = None if not params else {k: str(v) for k, v in params.items() if v is not None}
         session = self._ensure_session()
         cfg = self.config
@@ -435,8 +441,8 @@ class Transport:
             hops = 0
             await self._pause(failures, getattr(err, "retry_after_s", None), deadline, all_tried=True)
 
-    def auth_headers(self, method: str, path: str, params: Mapping[str, str] | None, body: bytes = b"", *,
-                     digest: str | None = None) -> dict[str, str]:
+    def auth_headers(self, method: str, path: str, params: Mapping[str, str] | None,
+                     body: bytes | bytearray | memoryview = b"", *, digest: str | None = None) -> dict[str, str]:
         """The signing headers of a request (none without credentials); ``path``
         may carry a query of its own, ``params`` are the rest of it."""
         cfg = self.config
