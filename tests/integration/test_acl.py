@@ -5,6 +5,7 @@ attack of issue 11 is refused (403), unsigned or badly signed requests are
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -287,3 +288,33 @@ def test_acl_cli_end_to_end(group: BrokerGroup, tmp_path: Path) -> None:
         assert r.returncode == 1 and words in r.stderr and r.stderr.count("\n") == 1, (args, r.stderr)
     r = cli("acl", "user", "list", *server, key="team_a", secret=A_SECRET)
     assert r.returncode == 1 and "not an admin" in r.stderr and r.stderr.count("\n") == 1
+
+
+async def test_a_consumer_with_sub_on_its_group_consumes_and_commits(group: BrokerGroup) -> None:
+    from raftmq.client.consumer import PushConsumer, ReceivedMessage
+
+    urls = [n.http_url for n in group.nodes]
+    got: list[bytes] = []
+
+    def handle(m: ReceivedMessage) -> None:
+        got.append(m.body)
+
+    consumer = PushConsumer(urls, "a-group", "a-orders", handle, client_id="a-push", access_key="team_a",
+                            secret_key=A_SECRET, heartbeat_interval_ms=200, commit_interval_ms=100,
+                            long_poll_ms=100, deadline_ms=5000)
+    offsets = as_a("GET", group.leader().http_url + "/v1/groups/a-group/offsets?topic=a-orders")[1]["offsets"]
+    before = sum(o["offset"] or 0 for o in offsets)
+    await consumer.start()
+    try:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not any(b == b"pay 10" for b in got):
+            await asyncio.sleep(0.05)
+        assert b"pay 10" in got
+    finally:
+        await consumer.stop()
+    def committed() -> int:
+        status, body = as_a("GET", group.leader().http_url + "/v1/groups/a-group/offsets?topic=a-orders")
+        assert status == 200
+        return sum(o["offset"] or 0 for o in body["offsets"])
+
+    assert committed() > before  # it committed what it handled
