@@ -21,6 +21,13 @@ them into every record, and still apply the same: ``broker.message``).
 | COMMIT_OFFSET (2) | group, topic, queue_id, offset, reset (moves the offset back only when true), [max_groups] |
 | CREATE_TOPIC (3) | name, queues, [max_topics] |
 | UPDATE_TOPIC (4) | name, queues |
+| ACL_ADD_USER (20) | access_key, secret_key, admin (bool) |
+| ACL_REMOVE_USER (21) | access_key |
+| ACL_GRANT (22) | access_key, resource ("topic" or "group"), pattern, actions [str] |
+| ACL_REVOKE (23) | access_key, resource, pattern, actions [str] |
+
+The ACL commands (:mod:`broker.acl`) put user secrets into the log: the data
+directory (log, checkpoint) must be readable by the node's user only.
 
 ``[max_groups]`` and ``[max_topics]``: the leader's limit when it proposed
 the command, appended (entries written before have none: no limit). Applying
@@ -32,7 +39,7 @@ leader's own check at once); the result is then None.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import msgpack
 
@@ -43,6 +50,10 @@ class Kind(enum.IntEnum):
     COMMIT_OFFSET = 2
     CREATE_TOPIC = 3
     UPDATE_TOPIC = 4
+    ACL_ADD_USER = 20
+    ACL_REMOVE_USER = 21
+    ACL_GRANT = 22
+    ACL_REVOKE = 23
 
 
 @dataclass(slots=True, frozen=True)
@@ -86,7 +97,36 @@ class Noop:
     pass
 
 
-Command = Produce | CommitOffset | CreateTopic | UpdateTopic | Noop
+@dataclass(slots=True, frozen=True)
+class AclAddUser:
+    access_key: str
+    secret_key: str = field(repr=False)  # never in a log line
+    admin: bool
+
+
+@dataclass(slots=True, frozen=True)
+class AclRemoveUser:
+    access_key: str
+
+
+@dataclass(slots=True, frozen=True)
+class AclGrant:
+    access_key: str
+    resource: str
+    pattern: str
+    actions: tuple[str, ...]
+
+
+@dataclass(slots=True, frozen=True)
+class AclRevoke:
+    access_key: str
+    resource: str
+    pattern: str
+    actions: tuple[str, ...]
+
+
+AclCommand = AclAddUser | AclRemoveUser | AclGrant | AclRevoke
+Command = Produce | CommitOffset | CreateTopic | UpdateTopic | Noop | AclCommand
 
 
 def encode(cmd: Command) -> bytes:
@@ -103,6 +143,13 @@ def encode(cmd: Command) -> bytes:
         return msgpack.packb([Kind.CREATE_TOPIC, cmd.name, cmd.queues, *([] if cmd.max_topics is None else [cmd.max_topics])])
     if isinstance(cmd, UpdateTopic):
         return msgpack.packb([Kind.UPDATE_TOPIC, cmd.name, cmd.queues])
+    if isinstance(cmd, AclAddUser):
+        return msgpack.packb([Kind.ACL_ADD_USER, cmd.access_key, cmd.secret_key, cmd.admin])
+    if isinstance(cmd, AclRemoveUser):
+        return msgpack.packb([Kind.ACL_REMOVE_USER, cmd.access_key])
+    if isinstance(cmd, (AclGrant, AclRevoke)):
+        kind = Kind.ACL_GRANT if isinstance(cmd, AclGrant) else Kind.ACL_REVOKE
+        return msgpack.packb([kind, cmd.access_key, cmd.resource, cmd.pattern, list(cmd.actions)])
     return msgpack.packb([Kind.NOOP])
 
 
@@ -121,6 +168,14 @@ def decode(body: bytes) -> Command:
             return CreateTopic(obj[1], obj[2], obj[3] if len(obj) > 3 else None)
         if kind is Kind.UPDATE_TOPIC:
             return UpdateTopic(obj[1], obj[2])
+        if kind is Kind.ACL_ADD_USER:
+            return AclAddUser(obj[1], obj[2], bool(obj[3]))
+        if kind is Kind.ACL_REMOVE_USER:
+            return AclRemoveUser(obj[1])
+        if kind is Kind.ACL_GRANT:
+            return AclGrant(obj[1], obj[2], obj[3], tuple(obj[4]))
+        if kind is Kind.ACL_REVOKE:
+            return AclRevoke(obj[1], obj[2], obj[3], tuple(obj[4]))
         return Noop()
     except (ValueError, TypeError, IndexError, msgpack.UnpackException) as exc:
         raise ValueError(f"undecodable broker command: {exc}") from exc

@@ -22,6 +22,16 @@ A node's TOML file::
     header_timeout_ms = 10000
     max_connections = 768
 
+    [acl]                          # all optional: access control (AclSettings); off by default
+    enabled = true
+    admin_access_key = "admin"
+    admin_secret_file = "/etc/raftmq/admin.secret"
+    max_skew_ms = 300000
+
+    [tls]                          # optional: HTTPS (TlsSettings); members' http_url then https://
+    cert_file = "/etc/raftmq/node.crt"
+    key_file = "/etc/raftmq/node.key"
+
 The replicated log's settings (``flush``, ``segment_bytes``, ``tick_ms``,
 ``heartbeat_ticks``, ``election_timeout_ticks``, ``preferred_leader``,
 ``rejoin``, ``bootstrap``: dledger's ``LogSettings``) are held as one section,
@@ -117,6 +127,67 @@ class HttpSettings:
 
 
 @dataclass(slots=True, frozen=True)
+class AclSettings:
+    """Access control (the ``[acl]`` table; see ``broker.acl`` and ``raftmq.signing``).
+    Off by default: every request is then allowed, as on a loopback test group; a
+    node listening beyond loopback with it off logs a WARNING at start."""
+
+    enabled: bool = False  # refuse requests that are not signed (401) or not permitted (403)
+    # The bootstrap admin, known to this node from its own file rather than from the
+    # log, so an operator can log in to a fresh group and add the others. Give every
+    # node the same key and file. Required when enabled.
+    admin_access_key: str = ""
+    admin_secret_file: str = ""  # a file holding the admin's secret key (16-128 printable ASCII; whitespace stripped)
+    max_skew_ms: int = 300_000  # a signed request's X-RaftMQ-Date may be this far from the node's clock
+    _admin_secret: str = field(init=False, default="", repr=False, compare=False)  # read from admin_secret_file
+
+    def __post_init__(self) -> None:
+        check_fields(self, "acl.")
+        if self.max_skew_ms < 1:
+            raise ValueError("acl.max_skew_ms: must be at least 1")
+        if not self.enabled:
+            return
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", self.admin_access_key):
+            raise ValueError("acl.admin_access_key: required when acl is enabled; 1 to 64 letters, digits, '-' or '_'")
+        if not self.admin_secret_file:
+            raise ValueError("acl.admin_secret_file: required when acl is enabled")
+        try:
+            secret = Path(self.admin_secret_file).read_text().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"acl.admin_secret_file: cannot read {self.admin_secret_file}: {exc}") from None
+        if not re.fullmatch(r"[\x21-\x7e]{16,128}", secret):
+            raise ValueError(f"acl.admin_secret_file: {self.admin_secret_file} must hold 16 to 128 printable "
+                             f"ASCII characters without spaces")
+        object.__setattr__(self, "_admin_secret", secret)
+
+    @property
+    def admin_secret(self) -> str:
+        """The bootstrap admin's secret key (never logged: not in repr)."""
+        return self._admin_secret
+
+
+@dataclass(slots=True, frozen=True)
+class TlsSettings:
+    """HTTPS for the HTTP API (the ``[tls]`` table): off unless both files are given."""
+
+    cert_file: str = ""  # PEM certificate chain the node presents
+    key_file: str = ""  # PEM private key of that certificate
+
+    def __post_init__(self) -> None:
+        check_fields(self, "tls.")
+        if bool(self.cert_file) != bool(self.key_file):
+            raise ValueError("tls: give both cert_file and key_file, or neither")
+        for name in ("cert_file", "key_file"):
+            path = getattr(self, name)
+            if path and not Path(path).is_file():
+                raise ValueError(f"tls.{name}: {path} is not a readable file")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.cert_file)
+
+
+@dataclass(slots=True, frozen=True)
 class BrokerConfig:
     node_id: str
     group: str
@@ -134,6 +205,8 @@ class BrokerConfig:
     # Checkpoint bytes written per second at most, averaged: after a checkpoint
     # of n bytes the next one waits n / this seconds if longer than the interval.
     checkpoint_max_bytes_per_s: int = 1 << 20
+    acl: AclSettings = field(default_factory=AclSettings)  # the [acl] table
+    tls: TlsSettings = field(default_factory=TlsSettings)  # the [tls] table
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -149,8 +222,10 @@ class BrokerConfig:
             raise ValueError("checkpoint_max_bytes_per_s: must be at least 1")
         for m in self.members.values():
             u = urlsplit(m.http_url)
-            if u.scheme != "http" or not u.hostname or not u.port:
-                raise ValueError(f"members.{m.id}.http_url: {m.http_url!r} must look like http://HOST:PORT")
+            scheme = "https" if self.tls.enabled else "http"
+            if u.scheme != scheme or not u.hostname or not u.port:
+                raise ValueError(f"members.{m.id}.http_url: {m.http_url!r} must look like {scheme}://HOST:PORT"
+                                 + (" ([tls] is set)" if self.tls.enabled else ""))
 
     @property
     def me(self) -> Member:
@@ -224,7 +299,18 @@ def from_mapping(raw: Mapping[str, Any]) -> BrokerConfig:
     if set(http) - hknown:
         raise ValueError(f"unknown http setting(s): {', '.join(sorted(set(http) - hknown))}")
     kw["http"] = HttpSettings(**http)
+    kw["acl"] = _section(raw, "acl", AclSettings)
+    kw["tls"] = _section(raw, "tls", TlsSettings)
     return BrokerConfig(**kw)
+
+
+def _section(raw: Mapping[str, Any], name: str, cls: Any) -> Any:
+    """The dataclass ``cls`` from the ``[name]`` table; unknown keys refused."""
+    table = _table(raw, name)
+    known = {f.name for f in fields(cls) if f.init}
+    if set(table) - known:
+        raise ValueError(f"unknown {name} setting(s): {', '.join(sorted(set(table) - known))}")
+    return cls(**table)
 
 
 def with_overrides(cfg: BrokerConfig, **overrides: Any) -> BrokerConfig:

@@ -227,3 +227,40 @@ class EntryTooLarge(BrokerError):
 
     code = "entry_too_large"
     http_status = 413
+# -- access control (broker/http/auth.py, broker/acl)
+class Unauthenticated(BrokerError):
+    """ACL is on and the request does not prove who sent it: no or a bad
+    signature or token, an unknown access key, or a date outside ``[acl] max_skew_ms``."""
+
+    code = "unauthenticated"
+    http_status = 401
+
+
+class Forbidden(BrokerError):
+    """The request's user lacks the permission the route needs."""
+
+    code = "forbidden"
+    http_status = 403
+
+
+class ClientIdTaken(Forbidden):
+    """A consumer ``client_id`` in use by another user in this group (its locks are not yours)."""
+
+    code = "client_id_taken"
+
+
+class AclDisabled(BrokerError):
+    """ACL changes are refused while ``[acl] enabled`` is false on this node."""
+
+    code = "acl_disabled"
+    http_status = 409
+
+
+class UserExists(BrokerError):
+    code = "user_exists"
+    http_status = 409
+
+
+class UserNotFound(BrokerError):
+    code = "user_not_found"
+    http_status = 404

@@ -22,6 +22,8 @@ from aiohttp import web
 from raftmq.broker import config as config_mod
 from raftmq.broker.config import BrokerConfig, Member
 from raftmq.broker.http.app import make_app
+from raftmq.broker.http.auth import warn_if_open
+from raftmq.broker.http.tls import server_context
 from raftmq.broker.http.server import GuardedAppRunner, connection_cap
 from raftmq.broker.service import Broker
 from raftmq.eventloop import loop_factory
@@ -98,17 +100,19 @@ def parse_args(argv: list[str] | None = None) -> BrokerConfig | int:
 
 
 async def serve(cfg: BrokerConfig) -> None:
+    ssl_context = server_context(cfg.tls)  # before anything starts: a bad certificate is one line, exit 1
+    warn_if_open(cfg)
     broker = Broker(cfg)
     await broker.start()
     http = cfg.http
     cap = connection_cap(http.max_connections, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
-    runner = GuardedAppRunner(make_app(broker, http), access_log=None, cap=cap,
+    runner = GuardedAppRunner(make_app(broker, http, cfg.acl), access_log=None, cap=cap,
                               header_timeout_s=http.header_timeout_ms / 1000,
                               keepalive_timeout=http.keepalive_idle_ms / 1000,
                               max_line_size=http.max_request_line_bytes, max_field_size=http.max_header_bytes)
     await runner.setup()
     host, port = cfg.http_host_port
-    site = web.TCPSite(runner, host, port, reuse_address=True)
+    site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=ssl_context)
     await site.start()
     loop = asyncio.get_running_loop()
     log.info("node=%s group=%s http=%s raft=%s data=%s flush=%s loop=%s max_connections=%d serving", cfg.node_id,

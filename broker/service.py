@@ -264,6 +264,10 @@ class Broker:
             raise StorageFailed(f"this node's log could not be written and the node stops; the write may or may "
                                 f"not be stored on the others (retry with the same producer id and sequence): {exc}")
 
+    async def propose(self, cmd: commands.Command) -> Any:
+        """``_propose`` for the broker's other parts (the ACL routes of ``broker.http.auth``)."""
+        return await self._propose(cmd)
+
     # ------------------------------------------------------------------
     # topics
     # ------------------------------------------------------------------

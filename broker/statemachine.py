@@ -43,6 +43,8 @@ The checkpoint's body (version 2), a msgpack map::
     index_files  list  [first, slot_count, capacity, entry_count, entries_crc32, slots_crc32,
                         begin_ts, end_ts, begin_phys, end_phys] (IndexStore.checkpoint_record)
     damaged      list  (optional) damage found while serving: the next start rebuilds
+    acl          list  (optional) users: [access_key, secret_key, admin, [[resource, pattern, [actions]]]]
+                       (broker.acl.permissions.AclState.to_doc; in snapshots too)
 
 Version 1 (before the framing) had ``queues`` as ``[topic, queue_id,
 max_offset]`` and no ``index_files``: it still loads, its files are cut to
@@ -64,6 +66,8 @@ from typing import Any, Iterable, Protocol
 import msgpack
 
 from raftmq.broker import commands
+from raftmq.broker.acl.permissions import AclState
+from raftmq.broker.commands import AclAddUser, AclGrant, AclRemoveUser, AclRevoke  # kept apart: merges stay simple
 from raftmq.broker.commands import CommitOffset, CreateTopic, Noop, Produce, UpdateTopic
 from raftmq.broker.message import format_msg_ids, parse_msg_id, record_sizes
 from raftmq.broker.store import CorruptStore
@@ -135,6 +139,7 @@ class BrokerState:
         self.mark_interval_ms = 60_000
         self.listener: ApplyListener | None = None
         self._dirty = False
+        self.acl = AclState()  # users and grants (broker.acl), applied from ACL commands
 
     # ------------------------------------------------------------------
     # apply
@@ -161,6 +166,8 @@ class BrokerState:
             if cmd.reset or old is None or cmd.offset > old:
                 self.offsets[key] = cmd.offset
             return self.offsets[key]
+        if isinstance(cmd, (AclAddUser, AclRemoveUser, AclGrant, AclRevoke)):
+            return self.acl.apply(cmd)
         if isinstance(cmd, (CreateTopic, UpdateTopic)):
             current = self.topics.get(cmd.name)
             if current is None and isinstance(cmd, CreateTopic) and cmd.max_topics is not None \
@@ -233,12 +240,14 @@ class BrokerState:
             "queues": [[t, q, self.cq.queue(t, q).max_offset] for t, n in self.topics.items() for q in range(n)],
             "index_marker": self.index.marker(),
             "time_marks": self.time_marks,
+            "acl": self.acl.to_doc(),
         }
 
     def _load_doc(self, doc: dict[str, Any]) -> None:
         self.applied_index = doc["index"]
         self.time_marks = [tuple(m) for m in doc.get("time_marks", [])]  # type: ignore[misc]
         self.topics = dict(doc["topics"])
+        self.acl = AclState.from_doc(doc.get("acl"))
         self.offsets = {(g, t, q): o for g, t, q, o in doc["offsets"]}
         self.group_keys = {}
         for g, _, _ in self.offsets:
@@ -371,6 +380,7 @@ class BrokerState:
         self.topics, self.offsets, self.dedup = {}, {}, OrderedDict()
         self.group_keys = {}
         self.time_marks = []
+        self.acl = AclState()
         self.applied_index = 0
         self._damage, self._runtime_damage = [], []
         self._dirty = False

@@ -82,6 +82,34 @@ class Admin:
         res = await self.transport.call("GET", "/v1/messages", params=params)
         return [ReceivedMessage.from_wire(m) for m in res.get("messages", [])]
 
+    # -- access control (admin users only; the broker keeps secrets, never shows them) ------------
+    async def list_users(self) -> dict[str, Any]:
+        """``{"enabled": bool, "users": [{"access_key", "admin", "grants": [{"resource", "pattern",
+        "actions"}]}]}`` (the bootstrap admin of the nodes' ``[acl]`` settings is marked ``bootstrap``)."""
+        return cast(dict[str, Any], await self.transport.call("GET", "/v1/acl/users"))
+
+    async def add_user(self, access_key: str, secret_key: str, admin: bool = False) -> dict[str, Any]:
+        """Add a user (replicated through the log); raises ``UserExists``."""
+        body = {"access_key": access_key, "secret_key": secret_key, "admin": admin}
+        return cast(dict[str, Any], await self.transport.call("POST", "/v1/acl/users", body, write=True))
+
+    async def remove_user(self, access_key: str) -> dict[str, Any]:
+        """Remove a user and its grants; its signatures and token stop working. Raises ``UserNotFound``."""
+        return cast(dict[str, Any], await self.transport.call("DELETE", _user_path(access_key), write=True))
+
+    async def grant(self, access_key: str, resource: str, pattern: str, actions: Iterable[str]) -> dict[str, Any]:
+        """Give ``actions`` (``pub``/``sub`` on a ``topic``, ``sub`` on a ``group``) on the names
+        ``pattern`` matches (a name, ``*`` or ``prefix*``). Returns the user's grants."""
+        body = {"resource": resource, "pattern": pattern, "actions": list(actions)}
+        return cast(dict[str, Any], await self.transport.call("POST", f"{_user_path(access_key)}/grants", body,
+                                                              write=True))
+
+    async def revoke(self, access_key: str, resource: str, pattern: str, actions: Iterable[str]) -> dict[str, Any]:
+        """Take back ``actions`` of the grant on (``resource``, ``pattern``)."""
+        body = {"resource": resource, "pattern": pattern, "actions": list(actions)}
+        return cast(dict[str, Any], await self.transport.call("POST", f"{_user_path(access_key)}/revoke", body,
+                                                              write=True))
+
     # -- cluster ------------------------------------------------------------------------------
     async def cluster(self) -> dict[str, Any]:
         """``{"group", "leader_id", "leader_url", "term", "members": [{"id", "http_url", "raft_addr", "role",
@@ -108,6 +136,12 @@ class Admin:
             if h and h.get("role") == "leader":
                 return h.get("leader_url") or None
         return None
+
+
+def _user_path(access_key: str) -> str:
+    from urllib.parse import quote
+
+    return f"/v1/acl/users/{quote(access_key, safe='')}"
 
 
 class SyncAdmin(SyncClient[Admin]):

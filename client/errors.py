@@ -167,6 +167,39 @@ class MessageTooLarge(Rejected):
     status = 413
 
 
+class Unauthenticated(Rejected):
+    """401: the broker requires signed requests and this one did not prove who
+    sent it (no or wrong keys, unknown access key, clock skew)."""
+
+    code = "unauthenticated"
+    status = 401
+
+
+class Forbidden(Rejected):
+    """403: the user lacks the permission (``forbidden``), or the consumer's
+    ``client_id`` belongs to another user (``client_id_taken``)."""
+
+    code = "forbidden"
+    status = 403
+
+
+class UserNotFound(Rejected):
+    code = "user_not_found"
+    status = 404
+
+
+class UserExists(Rejected):
+    code = "user_exists"
+    status = 409
+
+
+class CertificateError(RaftMQError):
+    """The node's TLS certificate could not be verified against the CA file
+    (or the system's CAs without one): nothing was sent to it."""
+
+    code = "certificate_error"
+
+
 class ServerError(RaftMQError):
     """5xx that is not one of the retryable answers: a bug or a failed node."""
 
@@ -186,6 +219,11 @@ _BY_CODE: dict[str, type[RaftMQError]] = {
     "batch_too_large": MessageTooLarge,
     "request_too_large": MessageTooLarge,
     "offset_out_of_range": OffsetOutOfRange,
+    "unauthenticated": Unauthenticated,
+    "forbidden": Forbidden,
+    "client_id_taken": Forbidden,
+    "user_not_found": UserNotFound,
+    "user_exists": UserExists,
 }
 
 

@@ -38,17 +38,20 @@ import asyncio
 import json
 import logging
 import random
+import ssl
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Coroutine, Iterable, Mapping, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import aiohttp
 import msgpack
 
+from raftmq import signing
 from raftmq.client.errors import (
     CannotConnect,
+    CertificateError,
     NotLeader,
     OutcomeUnknown,
     RaftMQError,
@@ -81,8 +84,16 @@ class TransportConfig:
     max_connections: int = 64  # pooled keep-alive connections over all nodes
     discover: bool = True  # learn the group's other nodes from GET /v1/cluster
     max_server_errors: int = 3  # unexpected 5xx answers tolerated (on other nodes) before raising
+    # Credentials: every request is signed (raftmq.signing) when both are given.
+    access_key: str | None = None
+    secret_key: str | None = field(default=None, repr=False)
+    # HTTPS: verify the nodes' certificates against this CA bundle (PEM) instead
+    # of the system's CAs. An https:// node whose certificate does not verify is refused.
+    ca_file: str | None = None
 
     def __post_init__(self) -> None:
+        if (self.access_key is None) != (self.secret_key is None):
+            raise ValueError("access_key and secret_key: give both or neither")
         for name in ("deadline_ms", "request_timeout_ms", "connect_timeout_ms", "backoff_initial_ms",
                      "backoff_max_ms", "max_connections"):
             if getattr(self, name) < 1:
@@ -118,6 +129,25 @@ def normalize_url(url: str) -> str:
     if u.scheme not in ("http", "https") or not u.hostname:
         raise ValueError(f"not a broker URL: {url!r} (expected http://HOST:PORT)")
     return f"{u.scheme}://{u.netloc}"
+
+
+def client_ssl_context(ca_file: str | None) -> ssl.SSLContext:
+    """The context https:// nodes are verified with: ``ca_file``'s CAs, else
+    the system's; hostname checked. ``CertificateError`` for a CA file that does not load."""
+    try:
+        return ssl.create_default_context(cafile=ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise CertificateError(f"ca_file {ca_file}: cannot load CA certificates: {exc}") from None
+
+
+def cfg_signs(cfg: TransportConfig) -> bool:
+    """Whether requests made with ``cfg`` are signed."""
+    return cfg.access_key is not None and cfg.secret_key is not None
+
+
+def certificate_error(url: str, exc: BaseException) -> CertificateError:
+    return CertificateError(f"{url}: the node's TLS certificate does not verify ({exc}); give the CA that signed "
+                            f"it with --ca-file / RAFTMQ_CA_FILE (ca_file=...)")
 
 
 def _decode(content_type: str, payload: bytes) -> Any:
@@ -156,6 +186,7 @@ class Transport:
         self._discovered_at = -1e9
         self._discovering: asyncio.Task[None] | None = None
         self._closed = False
+        self._ssl = client_ssl_context(self.config.ca_file)
 
     # -- lifecycle -------------------------------------------------------------
     async def start(self) -> None:
@@ -170,7 +201,7 @@ class Transport:
             raise RuntimeError("this client is closed")
         if self._session is None:
             conn = aiohttp.TCPConnector(limit=self.config.max_connections, limit_per_host=0,
-                                        enable_cleanup_closed=False, force_close=False)
+                                        enable_cleanup_closed=False, force_close=False, ssl=self._ssl)
             self._session = aiohttp.ClientSession(connector=conn, auto_decompress=False,
                                                   skip_auto_headers=("User-Agent",))
         return self._session
@@ -203,7 +234,8 @@ class Transport:
         session = self._ensure_session()
         for url in list(self._candidates()):
             try:
-                async with session.get(url + "/v1/cluster", headers=_GET_HEADERS, timeout=timeout,
+                headers = {**_GET_HEADERS, **self.auth_headers("GET", "/v1/cluster", None, b"")}
+                async with session.get(url + "/v1/cluster", headers=headers, timeout=timeout,
                                        allow_redirects=False) as resp:
                     if resp.status != 200:
                         continue
@@ -211,7 +243,7 @@ class Transport:
             except asyncio.CancelledError:
                 raise
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError):
-                self._mark_down(url)
+                self._mark_down(url)  # a certificate that does not verify too: the call itself says so
                 continue
             if not isinstance(body, dict):
                 continue
@@ -295,7 +327,9 @@ class Transport:
         data = None
         if body is not None:
             data = body if isinstance(body, (bytes, bytearray, memoryview)) else msgpack.packb(body, use_bin_type=True)
-        headers = _HEADERS if data is not None else _GET_HEADERS
+        base_headers = _HEADERS if data is not None else _GET_HEADERS
+        # Hashed once for every attempt, and only when requests are signed (the produce hot path).
+        digest = signing.body_digest(data if data is not None else b"") if cfg_signs(self.config) else None
         qs = None if not params else {k: str(v) for k, v in params.items() if v is not None}
         session = self._ensure_session()
         cfg = self.config
@@ -322,6 +356,7 @@ class Transport:
             attempt_s = min(remaining, cfg.request_timeout_ms / 1000 + extra_timeout_s)
             timeout = aiohttp.ClientTimeout(total=attempt_s, connect=min(attempt_s, cfg.connect_timeout_ms / 1000))
             self.stats["requests"] += 1
+            headers = {**base_headers, **self.auth_headers(method, path, qs, digest=digest)}
             try:
                 async with session.request(method, node + path, data=data, params=qs, headers=headers,
                                            timeout=timeout, allow_redirects=False) as resp:
@@ -332,6 +367,8 @@ class Transport:
                     location = resp.headers.get("Location")
             except asyncio.CancelledError:
                 raise
+            except aiohttp.ClientConnectorCertificateError as exc:
+                raise certificate_error(node, exc) from exc  # retrying cannot help, and nothing was sent
             except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError, ConnectionRefusedError) as exc:
                 # Never reached the node (refused, or the connect timed out): nothing was applied.
                 last_error = CannotConnect(f"{node}: cannot connect ({exc})")
@@ -403,6 +440,21 @@ class Transport:
             failures += 1
             hops = 0
             await self._pause(failures, getattr(err, "retry_after_s", None), deadline, all_tried=True)
+
+    def auth_headers(self, method: str, path: str, params: Mapping[str, str] | None,
+                     body: bytes | bytearray | memoryview = b"", *, digest: str | None = None) -> dict[str, str]:
+        """The signing headers of a request (none without credentials); ``path``
+        may carry a query of its own, ``params`` are the rest of it."""
+        cfg = self.config
+        if cfg.access_key is None or cfg.secret_key is None:
+            return {}
+        bare, _, query = path.partition("?")
+        pairs = parse_qsl(query, keep_blank_values=True) + list((params or {}).items())
+        target = signing.canonical_target(bare, pairs)
+        date_ms = int(time.time() * 1000)
+        sig = signing.signature(cfg.secret_key, method, target, digest or signing.body_digest(body), date_ms)
+        return {signing.ACCESS_KEY_HEADER: cfg.access_key, signing.DATE_HEADER: str(date_ms),
+                signing.SIGNATURE_HEADER: sig}
 
     async def _pause(self, failures: int, retry_after_s: float | None, deadline: float, all_tried: bool) -> None:
         if not all_tried:

@@ -21,7 +21,7 @@ import msgpack
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from raftmq.broker.config import HttpSettings
+from raftmq.broker.config import AclSettings, HttpSettings
 from raftmq.broker.errors import (
     BrokerError,
     InvalidArgument,
@@ -339,7 +339,7 @@ ROUTES: list[tuple[str, str, Handler]] = [
 ]
 
 
-def make_app(broker: Broker, http: HttpSettings | None = None) -> web.Application:
+def make_app(broker: Broker, http: HttpSettings | None = None, acl: AclSettings | None = None) -> web.Application:
     http = http or HttpSettings()
     app = web.Application(middlewares=[errors_middleware], client_max_size=broker.limits.max_request_bytes)
     app[BROKER] = broker
@@ -347,4 +347,6 @@ def make_app(broker: Broker, http: HttpSettings | None = None) -> web.Applicatio
     app[LONG_POLLS] = LongPolls(http.max_long_polls)
     for method, path, handler in ROUTES:
         app.router.add_route(method, path, handler)
+    from raftmq.broker.http import auth  # imported here: it builds on this module's helpers
+    auth.install(app, broker, http, acl or AclSettings())
     return app

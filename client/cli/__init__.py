@@ -5,7 +5,7 @@ turns failures into one line and an exit code. One module per command
 family, plus what they share:
 
 - data commands, through the Python client: ``produce`` (with ``stdin``),
-  ``consume``, ``topic``, ``group``, ``message``;
+  ``consume``, ``topic``, ``group``, ``message``, ``acl``;
 - ``cluster`` (a local group, ``client.local.cluster``) and ``bench``
   (``client.local.bench``);
 - ``passthrough``: ``broker``, ``bench log`` and ``chaos`` run another
@@ -23,7 +23,7 @@ import click
 
 # The modules, not their commands, are bound here: ``raftmq.client.cli.produce``
 # stays the module (a command of the same name would hide it from importers).
-from raftmq.client.cli import bench, cluster, consume, group, message, passthrough, produce, topic
+from raftmq.client.cli import acl, bench, cluster, consume, group, message, passthrough, produce, topic
 
 
 @click.group()
@@ -33,7 +33,7 @@ def main() -> None:
 
 
 for _command in (passthrough.broker, bench.bench, cluster.cluster, produce.produce, consume.consume, topic.topic,
-                 group.group, message.message, passthrough.chaos):
+                 group.group, message.message, acl.acl, passthrough.chaos):
     main.add_command(_command)
 
 __all__ = ["main"]

@@ -56,31 +56,45 @@ def _bench_targets(servers: tuple[str, ...], flush: str) -> list[tuple[str, list
               help="Send through the Python client's Producer, one send() call per message (automatic batching).")
 @click.option("--outstanding", type=click.IntRange(1, 100_000), default=1000, show_default=True,
               help="With --per-message: send() calls in flight.")
+@click.option("--security", default="off", show_default=True, metavar="MODES",
+              help="Local groups only: off, acl (every request signed), tls (HTTPS, a throwaway CA made with "
+                   "openssl) or acl+tls; comma-separated to compare them in one run (one group each).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per measurement.")
 def bench_produce(servers: tuple[str, ...], flush: str, batch: str, producers: str, duration: float,
-                  message_bytes: int, topic: str, per_message: bool, outstanding: int, as_json: bool) -> None:
+                  message_bytes: int, topic: str, per_message: bool, outstanding: int, security: str,
+                  as_json: bool) -> None:
     """Produce throughput and latency over the HTTP API (msgpack)."""
     from raftmq.client.local import bench as b
+    from raftmq.client.local.security import MODES, Security, SecurityError
     from raftmq.client.loop import run as run_loop
 
     batches, clients = _ints(batch, "--batch"), _ints(producers, "--producers")
+    modes = [m.strip() for m in security.split(",") if m.strip()]
+    if not modes or any(m not in MODES for m in modes):
+        raise click.BadParameter(f"use {', '.join(MODES)} (comma-separated)", param_hint="--security")
+    if servers and modes != ["off"]:
+        raise click.BadParameter("applies to local groups only (without --server)", param_hint="--security")
+    if per_message and modes != ["off"]:
+        raise click.BadParameter("is not supported with --per-message", param_hint="--security")
 
-    def run(urls: list[str], label: str) -> None:
+    def run(urls: list[str], label: str, sec: Security = Security()) -> None:
         if per_message:
             b.emit(run_loop(b.produce_per_message(urls, topic, 8, outstanding, duration, message_bytes, label)),
                    as_json)
             return
         for n in batches:
             for c in clients:
-                b.emit(run_loop(b.produce(urls, topic, 8, n, c, duration, message_bytes, label)), as_json)
+                b.emit(run_loop(b.produce(urls, topic, 8, n, c, duration, message_bytes, label, security=sec)),
+                       as_json)
 
     for label, urls in _bench_targets(servers, flush):
         try:
             if urls is None:
-                b.with_local_group(label, lambda u: run(u, label))
+                for mode in modes:
+                    b.with_secured_group(label, mode, lambda u, sec: run(u, label, sec))
             else:
                 run(urls, label)
-        except (cluster_mod.ClusterError, RaftMQError, RuntimeError, OSError) as exc:
+        except (cluster_mod.ClusterError, SecurityError, RaftMQError, RuntimeError, OSError) as exc:
             fail(exc)
 
 

@@ -9,11 +9,17 @@ it, the nodes of the local group that ``raftmq cluster up`` wrote to
 
 Requests give up after ``--timeout`` seconds (default 5: long enough to ride
 out an election, short enough that a wrong server fails fast).
+
+Credentials and TLS come from the environment, read here at the edge:
+``RAFTMQ_ACCESS_KEY`` and ``RAFTMQ_SECRET_KEY`` (both, to sign every request)
+and ``RAFTMQ_CA_FILE`` (the CA bundle https:// nodes are verified against;
+``--ca-file`` sets it for one command).
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -83,9 +89,30 @@ def _servers_callback(ctx: click.Context, param: click.Parameter, value: tuple[s
 
 
 def transport_options(timeout_s: float) -> dict[str, Any]:
-    """Client options for a command that gives up after ``timeout_s`` seconds."""
+    """Client options for a command that gives up after ``timeout_s`` seconds,
+    with the credentials and CA file of the environment (module docstring)."""
     ms = max(1, int(timeout_s * 1000))
-    return {"deadline_ms": ms, "request_timeout_ms": min(ms, 4000), "connect_timeout_ms": min(ms, 1000)}
+    return {"deadline_ms": ms, "request_timeout_ms": min(ms, 4000), "connect_timeout_ms": min(ms, 1000),
+            **credential_options(os.environ)}
+
+
+def credential_options(env: Any) -> dict[str, Any]:
+    """``access_key``/``secret_key``/``ca_file`` from ``RAFTMQ_*`` variables;
+    ``click.UsageError`` when only one of the keys is set."""
+    key, secret = env.get("RAFTMQ_ACCESS_KEY") or None, env.get("RAFTMQ_SECRET_KEY") or None
+    if (key is None) != (secret is None):
+        raise click.UsageError("set both RAFTMQ_ACCESS_KEY and RAFTMQ_SECRET_KEY, or neither")
+    out: dict[str, Any] = {"access_key": key, "secret_key": secret} if key else {}
+    if env.get("RAFTMQ_CA_FILE"):
+        out["ca_file"] = env["RAFTMQ_CA_FILE"]
+    return out
+
+
+def _ca_file_callback(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    # The command's client options are read from the environment (transport_options),
+    # possibly on the client's loop thread: the flag is one more way to set it.
+    if value:
+        os.environ["RAFTMQ_CA_FILE"] = value
 
 
 def common_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -95,6 +122,10 @@ def common_options(f: Callable[..., Any]) -> Callable[..., Any]:
     f = click.option("--timeout", "timeout_s", type=click.FloatRange(0.1, 3600), default=DEFAULT_TIMEOUT_S,
                      show_default=True, metavar="SECONDS",
                      help="Give up on a request (after retrying through elections) after this long.")(f)
+    f = click.option("--ca-file", type=click.Path(exists=True, dir_okay=False), expose_value=False,
+                     callback=_ca_file_callback, metavar="FILE",
+                     help="Verify https:// nodes against this CA bundle (PEM) [env: RAFTMQ_CA_FILE]. "
+                          "Credentials: RAFTMQ_ACCESS_KEY and RAFTMQ_SECRET_KEY sign every request.")(f)
     f = click.option("--server", "servers", multiple=True, envvar="RAFTMQ_SERVER", show_envvar=True,
                      callback=_servers_callback, metavar="URL",
                      help=f"A node of the group, like http://127.0.0.1:8081 (repeatable or comma-separated; "

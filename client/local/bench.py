@@ -9,6 +9,10 @@ directory (``raftmq cluster up --detach``) with the given ``--flush`` policy,
 and stopped at the end. Each measurement prints one line (or one JSON object
 with ``--json``): messages/s, MB/s and request latency p50/p99. Figures only:
 nothing here asserts a speed.
+
+``--security off,acl,tls`` measures local groups with access control (every
+request signed, ``raftmq.signing``) and/or HTTPS on (``client.local.security``),
+one group per mode, so the cost of each shows beside the plain figure.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import json
 import os
 import shutil
 import socket
+import ssl
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -28,7 +33,9 @@ from urllib.parse import quote, urlsplit
 import aiohttp
 import msgpack
 
+from raftmq import signing
 from raftmq.client.local import cluster as cluster_mod
+from raftmq.client.local.security import Security, prepare
 from raftmq.client.admin import Admin
 from raftmq.client.errors import TopicExists
 
@@ -47,6 +54,7 @@ class Result:
     mb_per_s: float
     p50_ms: float | None
     p99_ms: float | None
+    security: str = "off"  # off, acl, tls or acl+tls (client.local.security)
 
 
 def _pct(samples: list[float], q: float) -> float | None:
@@ -56,10 +64,10 @@ def _pct(samples: list[float], q: float) -> float | None:
     return round(s[min(len(s) - 1, int(q * len(s)))] * 1000, 3)
 
 
-async def ensure_topic(urls: list[str], topic: str, queues: int) -> str:
+async def ensure_topic(urls: list[str], topic: str, queues: int, security: Security | None = None) -> str:
     """Create ``topic`` (an existing one is fine), retrying through an election;
     returns the URL of the leader that answered."""
-    async with Admin(urls) as admin:
+    async with Admin(urls, **(security or Security()).client_options()) as admin:
         try:
             await admin.create_topic(topic, queues)
         except TopicExists:
@@ -84,16 +92,17 @@ class RawConnection:
     (aiohttp's client adds about 0.1 ms per request here); ``--per-message``
     measures the client library itself."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, ssl_context: ssl.SSLContext | None = None) -> None:
         u = urlsplit(url)
-        if u.scheme != "http" or not u.hostname:
-            raise ValueError(f"{url}: the load generator speaks plain http://host:port only")
+        if u.scheme not in ("http", "https") or not u.hostname or (u.scheme == "https") != (ssl_context is not None):
+            raise ValueError(f"{url}: the load generator speaks http://host:port, or https:// with an SSL context")
         self.host, self.port = u.hostname, u.port or 80
+        self._ssl = ssl_context
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
 
     async def __aenter__(self) -> "RawConnection":
-        self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+        self._reader, self._writer = await asyncio.open_connection(self.host, self.port, ssl=self._ssl)
         sock = self._writer.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -104,10 +113,29 @@ class RawConnection:
             self._writer.close()
 
     @staticmethod
-    def request(method: str, path: str, body: bytes) -> bytes:
+    def request(method: str, path: str, body: bytes, headers: dict[str, str] | None = None) -> bytes:
         """The bytes of one msgpack request (build once, send many times)."""
+        extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
         return (f"{method} {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: {MSGPACK}\r\nAccept: {MSGPACK}\r\n"
-                f"Content-Length: {len(body)}\r\n\r\n").encode("ascii") + body
+                f"{extra}Content-Length: {len(body)}\r\n\r\n").encode("ascii") + body
+
+    @staticmethod
+    def request_maker(method: str, path: str, body: bytes, security: Security) -> Callable[[], bytes]:
+        """A function giving the bytes of the request to send next: always the
+        same ones, or, with ACL, signed afresh (the date moves on)."""
+        if security.access_key is None or security.secret_key is None:
+            req = RawConnection.request(method, path, body)
+            return lambda: req
+        key, secret = security.access_key, security.secret_key
+        digest, target = signing.body_digest(body), signing.canonical_target(path, [])
+
+        def make() -> bytes:
+            date_ms = int(time.time() * 1000)
+            return RawConnection.request(method, path, body, {
+                signing.ACCESS_KEY_HEADER: key, signing.DATE_HEADER: str(date_ms),
+                signing.SIGNATURE_HEADER: signing.signature(secret, method, target, digest, date_ms)})
+
+        return make
 
     async def send(self, request: bytes) -> tuple[int, bytes]:
         """Send one prepared request; (status, body) of its response."""
@@ -129,14 +157,16 @@ class RawConnection:
 
 
 async def produce(urls: list[str], topic: str, queues: int, batch: int, producers: int, duration_s: float,
-                  message_bytes: int, flush: str, keyed: bool = False) -> Result:
+                  message_bytes: int, flush: str, keyed: bool = False, security: Security | None = None) -> Result:
     """``keyed``: every message carries a key (``k<n>``, ``n`` its place in the
-    request), so that the IndexFile gets an entry per message."""
-    leader = await ensure_topic(urls, topic, queues)
+    request), so that the IndexFile gets an entry per message. ``security``:
+    sign every request and/or speak TLS (a group from ``with_local_group``)."""
+    security = security or Security()
+    leader = await ensure_topic(urls, topic, queues, security)
     body = os.urandom(message_bytes // 2).hex().encode()[:message_bytes]
     messages = [{"body": body, **({"keys": [f"k{i}"]} if keyed else {})} for i in range(batch)]
-    req = RawConnection.request("POST", f"/v1/topics/{quote(topic, safe='')}/messages",
-                                msgpack.packb({"messages": messages}))
+    next_request = RawConnection.request_maker("POST", f"/v1/topics/{quote(topic, safe='')}/messages",
+                                               msgpack.packb({"messages": messages}), security)
     lat: list[float] = []
     count = 0
     stop_at = time.monotonic() + duration_s
@@ -144,12 +174,12 @@ async def produce(urls: list[str], topic: str, queues: int, batch: int, producer
 
     async def worker() -> None:
         nonlocal count
-        async with RawConnection(leader) as conn:
+        async with RawConnection(leader, security.ssl_context()) as conn:
             while True:
                 t0 = time.monotonic()
                 if t0 >= stop_at:
                     return
-                status, answer = await conn.send(req)
+                status, answer = await conn.send(next_request())
                 t1 = time.monotonic()
                 if status != 200:
                     raise RuntimeError(f"{leader}: {status} {msgpack.unpackb(answer, raw=False)}")
@@ -161,7 +191,7 @@ async def produce(urls: list[str], topic: str, queues: int, batch: int, producer
     seconds = duration_s - (warm_until - (stop_at - duration_s))
     rate = count / seconds
     return Result("produce", flush, batch, producers, count, round(seconds, 2), round(rate),
-                  round(rate * message_bytes / 1e6, 1), _pct(lat, 0.5), _pct(lat, 0.99))
+                  round(rate * message_bytes / 1e6, 1), _pct(lat, 0.5), _pct(lat, 0.99), security.mode)
 
 
 async def consume(urls: list[str], topic: str, queues: int, messages: int, message_bytes: int, flush: str,
@@ -210,11 +240,19 @@ async def consume(urls: list[str], topic: str, queues: int, messages: int, messa
 
 def with_local_group(flush: str, fn: Callable[[list[str]], Any]) -> Any:
     """Run ``fn(urls)`` against a fresh local 3-node group with ``flush``."""
+    return with_secured_group(flush, "off", lambda urls, _: fn(urls))
+
+
+def with_secured_group(flush: str, security_mode: str, fn: Callable[[list[str], Security], Any]) -> Any:
+    """Run ``fn(urls, security)`` against a fresh local 3-node group with
+    ``flush``, secured as ``security_mode`` (``client.local.security``)."""
     base = Path(tempfile.mkdtemp(prefix="raftmq-bench-"))
     try:
-        cluster_mod.up(base, 3, None, None, flush, "bench", detach=True, echo=lambda *_: None)
+        security = prepare(security_mode, base)
+        cluster_mod.up(base, 3, None, None, flush, "bench", detach=True, echo=lambda *_: None,
+                       extra=security.node_settings, scheme=security.scheme, ssl_context=security.ssl_context())
         _, _, specs = cluster_mod.load_state(base)
-        return fn([n.http_url for n in specs])
+        return fn([n.http_url for n in specs], security)
     finally:
         try:
             cluster_mod.down(base, echo=lambda *_: None)
@@ -228,7 +266,7 @@ def emit(r: Result, as_json: bool) -> None:
     else:
         p50 = "-" if r.p50_ms is None else f"{r.p50_ms:.2f}"
         p99 = "-" if r.p99_ms is None else f"{r.p99_ms:.2f}"
-        print(f"{r.bench:8} flush={r.flush:5} batch={r.batch:<5} clients={r.producers:<3} "
+        print(f"{r.bench:8} flush={r.flush:5} security={r.security:7} batch={r.batch:<5} clients={r.producers:<3} "
               f"{r.messages_per_s:>9,.0f} msg/s {r.mb_per_s:>7.1f} MB/s  p50 {p50} ms  p99 {p99} ms", flush=True)
 
 

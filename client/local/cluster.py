@@ -29,6 +29,7 @@ import os
 import signal
 import random
 import socket
+import ssl
 import sys
 import time
 import urllib.error
@@ -122,7 +123,9 @@ def _toml(node: NodeSpec, group: str, flush: str, nodes: list[NodeSpec], extra: 
         raise ClusterError(str(exc)) from None
 
 
-def plan(base_dir: Path, nodes: int, http_port_base: int | None, raft_port_base: int | None) -> list[NodeSpec]:
+def plan(base_dir: Path, nodes: int, http_port_base: int | None, raft_port_base: int | None,
+         scheme: str = "http") -> list[NodeSpec]:
+    """Where each node lives and listens; ``scheme`` "https" for nodes with a ``[tls]`` table."""
     specs = []
     for i in range(nodes):
         nid = f"n{i + 1}"
@@ -132,14 +135,14 @@ def plan(base_dir: Path, nodes: int, http_port_base: int | None, raft_port_base:
             if not _port_free(port):
                 raise ClusterError(f"port {port} on 127.0.0.1 is in use; pick another --http-port-base")
         d = base_dir / nid
-        specs.append(NodeSpec(nid, f"http://127.0.0.1:{hp}", f"127.0.0.1:{rp}", str(d / "data"),
+        specs.append(NodeSpec(nid, f"{scheme}://127.0.0.1:{hp}", f"127.0.0.1:{rp}", str(d / "data"),
                               str(d / "node.toml"), str(d / "broker.log")))
     return specs
 
 
-def _http_json(url: str, timeout_s: float = 1.0) -> dict[str, Any] | None:
+def _http_json(url: str, timeout_s: float = 1.0, context: ssl.SSLContext | None = None) -> dict[str, Any] | None:
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as r:
+        with urllib.request.urlopen(url, timeout=timeout_s, context=context) as r:
             return json.loads(r.read())
     except (urllib.error.URLError, OSError, ValueError):
         return None
@@ -202,9 +205,11 @@ def is_new_group(base_dir: Path, nodes: list[NodeSpec]) -> bool:
     return _bootstrapped(base_dir) is False or not any(_holds_data(n.data_dir) for n in nodes)
 
 
-def wait_for_leader(nodes: list[NodeSpec], timeout_s: float, procs: Supervisor | None = None) -> tuple[str, str]:
+def wait_for_leader(nodes: list[NodeSpec], timeout_s: float, procs: Supervisor | None = None,
+                    context: ssl.SSLContext | None = None) -> tuple[str, str]:
     """(id, HTTP URL) of the first node that says it leads; with ``procs``
-    (the supervisor that started them), fail at once if one exits."""
+    (the supervisor that started them), fail at once if one exits; ``context``
+    verifies https:// nodes."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         for n in nodes:
@@ -213,7 +218,7 @@ def wait_for_leader(nodes: list[NodeSpec], timeout_s: float, procs: Supervisor |
                     procs.check_alive([n.id])
                 except SupervisorError as exc:
                     raise ClusterError(str(exc)) from None
-            h = _http_json(n.http_url + "/v1/health", 0.5)
+            h = _http_json(n.http_url + "/v1/health", 0.5, context)
             if h and h.get("role") == "leader":
                 return n.id, n.http_url
         time.sleep(0.1)
@@ -221,7 +226,8 @@ def wait_for_leader(nodes: list[NodeSpec], timeout_s: float, procs: Supervisor |
 
 
 def up(base_dir: Path, nodes: int, http_port_base: int | None, raft_port_base: int | None, flush: str,
-       group: str, detach: bool, extra: dict[str, Any] | None = None, echo=print) -> int:
+       group: str, detach: bool, extra: dict[str, Any] | None = None, echo=print, scheme: str = "http",
+       ssl_context: ssl.SSLContext | None = None) -> int:
     if nodes < 1:
         raise ClusterError("--nodes must be at least 1")
     base_dir.mkdir(parents=True, exist_ok=True)
@@ -229,9 +235,9 @@ def up(base_dir: Path, nodes: int, http_port_base: int | None, raft_port_base: i
         _, _, old = load_state(base_dir)
         if any(_alive(n.pid) for n in old):
             raise ClusterError(f"a cluster is already running in {base_dir}; stop it with 'raftmq cluster down --base-dir {base_dir}'")
-        specs = old if len(old) == nodes else plan(base_dir, nodes, http_port_base, raft_port_base)
+        specs = old if len(old) == nodes else plan(base_dir, nodes, http_port_base, raft_port_base, scheme)
     else:
-        specs = plan(base_dir, nodes, http_port_base, raft_port_base)
+        specs = plan(base_dir, nodes, http_port_base, raft_port_base, scheme)
     new_group = is_new_group(base_dir, specs)
     settings = {"cluster_secret_file": str(ensure_cluster_secret(base_dir)), **(extra or {})}
     for n in specs:
@@ -242,7 +248,7 @@ def up(base_dir: Path, nodes: int, http_port_base: int | None, raft_port_base: i
         for n in specs:
             _start(sup, n, detach, bootstrap=new_group)
         save_state(base_dir, group, flush, specs, bootstrapped=False if new_group else None)
-        leader_id, leader_url = wait_for_leader(specs, 30, sup)
+        leader_id, leader_url = wait_for_leader(specs, 30, sup, ssl_context)
     except BaseException:
         sup.close()
         raise

@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -44,7 +45,8 @@ class BrokerNode:
 
 
 def http(method: str, url: str, body: Any = None, *, ctype: str = "application/json", raw: bytes | None = None,
-         accept: str | None = None, timeout_s: float = 10) -> tuple[int, dict[str, str], Any]:
+         accept: str | None = None, timeout_s: float = 10,
+         context: ssl.SSLContext | None = None) -> tuple[int, dict[str, str], Any]:
     """One HTTP call without following redirects: (status, headers, decoded body)."""
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
     req = urllib.request.Request(url, data=data, method=method)
@@ -57,7 +59,7 @@ def http(method: str, url: str, body: Any = None, *, ctype: str = "application/j
         def redirect_request(self, *a: Any, **k: Any) -> None:
             return None
 
-    opener = urllib.request.build_opener(NoRedirect)
+    opener = urllib.request.build_opener(NoRedirect, urllib.request.HTTPSHandler(context=context))
     try:
         with opener.open(req, timeout=timeout_s) as r:
             status, headers, payload = r.status, dict(r.headers), r.read()
@@ -86,6 +88,8 @@ class BrokerGroup:
     # A cluster secret file in ``base`` named in every node's TOML (peer authentication);
     # False runs the group unauthenticated, as nodes without a secret do.
     secret: bool = True
+    scheme: str = "http"  # "https" with a [tls] table in extra
+    ssl_context: ssl.SSLContext | None = None  # verifies the nodes' certificates (https)
     nodes: list[BrokerNode] = field(default_factory=list)
     supervisor: Supervisor = field(default_factory=Supervisor)
 
@@ -95,7 +99,7 @@ class BrokerGroup:
             nid = f"n{i + 1}"
             d = self.base / nid
             d.mkdir(parents=True, exist_ok=True)
-            self.nodes.append(BrokerNode(nid, f"http://127.0.0.1:{ports[2 * i]}", f"127.0.0.1:{ports[2 * i + 1]}",
+            self.nodes.append(BrokerNode(nid, f"{self.scheme}://127.0.0.1:{ports[2 * i]}", f"127.0.0.1:{ports[2 * i + 1]}",
                                          d / "data", d / "node.toml", d / "broker.log", self.supervisor))
         members = {m.id: (m.http_url, m.raft_addr) for m in self.nodes}
         if self.secret:
@@ -140,7 +144,8 @@ class BrokerGroup:
     # -- observations ------------------------------------------------------
     def health(self, nid: str) -> dict[str, Any] | None:
         try:
-            status, _, body = http("GET", self.node(nid).http_url + "/v1/health", timeout_s=1)
+            status, _, body = http("GET", self.node(nid).http_url + "/v1/health", timeout_s=1,
+                                   context=self.ssl_context)
             return body if status == 200 else None
         except OSError:
             return None

@@ -1,5 +1,6 @@
 """The client speaks HTTP only: it may import aiohttp, msgpack, click, uvloop
-(its event loop, where installed), the standard library and itself, never ``broker`` or ``dledger`` (../shared/design/ARCHITECTURE.md)."""
+(its event loop, where installed), raftmq.signing (the request-signing contract
+it shares with the broker), the standard library and itself, never ``broker`` or ``dledger`` (../shared/design/ARCHITECTURE.md)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import sys
 from pathlib import Path
 
 CLIENT = Path(__file__).resolve().parents[2] / "client"
-ALLOWED = {"aiohttp", "msgpack", "click", "yarl", "multidict", "uvloop", "eventloop", "client"} | set(sys.stdlib_module_names) | {"__future__"}
+ALLOWED = {"aiohttp", "msgpack", "click", "yarl", "multidict", "uvloop", "eventloop", "signing", "client"} | set(sys.stdlib_module_names) | {"__future__"}
 
 
 def imported_roots(path: Path) -> set[str]:

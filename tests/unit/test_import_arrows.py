@@ -21,10 +21,11 @@ STDLIB = set(sys.stdlib_module_names)
 
 ALLOWED = {
     "dledger": {"msgpack", "dledger"},
-    "broker": {"msgpack", "aiohttp", "uvloop", "click", "broker", "dledger", "eventloop"},
-    "client": {"msgpack", "aiohttp", "uvloop", "click", "tomli_w", "client", "eventloop"},  # tomli_w: node TOML of local groups
+    "broker": {"msgpack", "aiohttp", "uvloop", "click", "broker", "dledger", "eventloop", "signing"},
+    "client": {"msgpack", "aiohttp", "uvloop", "click", "tomli_w", "client", "eventloop", "signing"},  # tomli_w: node TOML of local groups
     "chaos": {"client", "chaos", "matplotlib", "click", "eventloop"},  # click: its command line
 }  # eventloop: raftmq/eventloop.py, the one loop factory, shared by the processes
+# signing: raftmq/signing.py, the request-signing wire contract (pure), shared by client and broker
 # The benchmark's baseline node runs the library we compare with.
 EXTRA = {"dledger/tools/bench_pysyncobj.py": {"pysyncobj"},
          # The chaos forge fault speaks the peer protocol as an outsider: through dledger's forger tool.

@@ -1,0 +1,46 @@
+"""``raftmq bench produce --security``: the load generator against a local
+group with ACL and TLS on signs every request and speaks TLS, and what it
+reports is stored; a local group secured so refuses the unsigned."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from raftmq.client.admin import Admin
+from raftmq.client.errors import Unauthenticated
+from raftmq.client.local import bench
+from raftmq.client.local.security import Security
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180),
+              pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl binary")]
+
+
+def test_bench_produce_with_acl_and_tls_stores_what_it_reports() -> None:
+    def measure(urls: list[str], security: Security) -> tuple[bench.Result, int]:
+        assert all(u.startswith("https://") for u in urls)
+
+        async def go() -> tuple[bench.Result, int]:
+            res = await bench.produce(urls, "sec", 2, 8, 2, 1.5, 100, "async", security=security)
+            async with Admin(urls, **security.client_options()) as admin:
+                topic = await admin.describe_topic("sec")
+            async with Admin(urls, ca_file=security.ca_file, deadline_ms=3000) as anonymous:
+                with pytest.raises(Unauthenticated):
+                    await anonymous.list_topics()
+            return res, sum(q["max_offset"] - q["min_offset"] for q in topic["queue_offsets"])
+
+        return asyncio.run(go())
+
+    res, stored = bench.with_secured_group("async", "acl+tls", measure)
+    assert res.security == "acl+tls" and res.messages > 0 and res.p50_ms is not None
+    assert stored >= res.messages
+
+
+def test_bench_cli_refuses_security_with_a_server() -> None:
+    r = subprocess.run([sys.executable, "-m", "raftmq.client.cli", "bench", "produce", "--server",
+                        "http://127.0.0.1:1", "--security", "acl"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "local groups only" in r.stderr
