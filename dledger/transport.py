@@ -58,7 +58,7 @@ from typing import Callable, Final, Protocol, cast
 
 from raftmq.dledger import codec
 from raftmq.dledger.core.messages import Message
-from raftmq.dledger.errors import CodecError, StorageFailure
+from raftmq.dledger.errors import CodecError, PeerViolation, StorageFailure
 from raftmq.dledger.store.identity import DataDirIdentity, apply_hello
 
 log = logging.getLogger(__name__)
@@ -363,6 +363,10 @@ class _Inbound(asyncio.Protocol):
             peer.received += 1
             try:
                 on_message(m)
+            except PeerViolation:  # logged by the runtime; this connection is done
+                assert self._transport is not None
+                self._transport.abort()
+                return
             except Exception:
                 log.exception("node=%s peer=%s reason=on_message-failed message=%s", me, src, type(m).__name__)
 
