@@ -93,20 +93,82 @@ def encode(cmd: Command) -> bytes:
     return msgpack.packb([Kind.NOOP])
 
 
+MAX_QUEUES = 1 << 16
+"""The most queues a CREATE_TOPIC or UPDATE_TOPIC may name. The service's own
+(configurable) ``max_topic_queues`` is far lower; this bound is fixed so that
+every replica, whatever its configuration, judges a command the same way."""
+_I64 = 1 << 63
+
+
+def _int(v: object, what: str, lo: int = 0, hi: int = _I64 - 1) -> int:
+    if type(v) is not int or not lo <= v <= hi:
+        raise ValueError(f"{what} must be an integer in {lo}..{hi}, not {v!r:.40}")
+    return v
+
+
+def _str(v: object, what: str) -> str:
+    if type(v) is not str or not v:
+        raise ValueError(f"{what} must be a non-empty string, not {v!r:.40}")
+    return v
+
+
+def _arity(obj: list[object], *allowed: int) -> None:
+    if len(obj) not in allowed:
+        raise ValueError(f"{Kind(obj[0]).name} must have {' or '.join(map(str, allowed))} items, not {len(obj)}")
+
+
+def _produce(obj: list[object]) -> Produce:
+    _arity(obj, 10)
+    producer_id, sequence, tag_hashes, keys, records = obj[4], obj[5], obj[7], obj[8], obj[9]
+    if producer_id is not None:
+        _str(producer_id, "producer_id")
+    if sequence is not None:
+        _int(sequence, "sequence", -_I64)
+    if type(tag_hashes) is not list:
+        raise ValueError("tag_hashes must be an array")
+    for h in tag_hashes:
+        _int(h, "tag hash", -_I64)
+    if type(keys) is not list or any(type(k) is not list or any(type(x) is not str for x in k) for k in keys):
+        raise ValueError("keys must be an array of arrays of strings")
+    if type(records) is not bytes:
+        raise ValueError("records must be a bin")
+    return Produce(_str(obj[1], "topic"), _int(obj[2], "queue_id"), _int(obj[3], "store_ts_ms"),
+                   producer_id, sequence, _int(obj[6], "part"), tag_hashes, keys, records)  # type: ignore[arg-type]
+
+
+def _commit_offset(obj: list[object]) -> CommitOffset:
+    _arity(obj, 5, 6)  # 5: written before ``reset`` existed
+    reset = obj[5] if len(obj) > 5 else False
+    if type(reset) is not bool:
+        raise ValueError(f"reset must be a boolean, not {reset!r:.40}")
+    return CommitOffset(_str(obj[1], "group"), _str(obj[2], "topic"), _int(obj[3], "queue_id"),
+                        _int(obj[4], "offset"), reset)
+
+
+def _topic(obj: list[object]) -> tuple[str, int]:
+    _arity(obj, 3)
+    return _str(obj[1], "topic name"), _int(obj[2], "queues", 1, MAX_QUEUES)
+
+
 def decode(body: bytes) -> Command:
-    """Decode an entry body written by ``encode``. Entries are written by the
-    leader only, so a failure here means a bug or corruption: raise ValueError."""
+    """Decode an entry body written by ``encode``, checking every field's type
+    and range. Entries are written by the leader only, so a failure here means
+    a bug, corruption or a faulty peer: raise ValueError (the state machine
+    applies such an entry as a no-op, identically on every replica)."""
     try:
         obj = msgpack.unpackb(body, raw=False, use_list=True)
+        if type(obj) is not list or not obj or type(obj[0]) is not int:
+            raise ValueError("a command must be an array starting with its kind")
         kind = Kind(obj[0])
         if kind is Kind.PRODUCE:
-            return Produce(obj[1], obj[2], obj[3], obj[4], obj[5], obj[6], obj[7], obj[8], obj[9])
+            return _produce(obj)
         if kind is Kind.COMMIT_OFFSET:
-            return CommitOffset(obj[1], obj[2], obj[3], obj[4], bool(obj[5]) if len(obj) > 5 else False)
+            return _commit_offset(obj)
         if kind is Kind.CREATE_TOPIC:
-            return CreateTopic(obj[1], obj[2])
+            return CreateTopic(*_topic(obj))
         if kind is Kind.UPDATE_TOPIC:
-            return UpdateTopic(obj[1], obj[2])
+            return UpdateTopic(*_topic(obj))
+        _arity(obj, 1)
         return Noop()
-    except (ValueError, TypeError, IndexError, msgpack.UnpackException) as exc:
+    except (ValueError, TypeError, IndexError, msgpack.UnpackException, RecursionError) as exc:
         raise ValueError(f"undecodable broker command: {exc}") from exc
