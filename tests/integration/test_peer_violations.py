@@ -18,6 +18,7 @@ import pytest
 
 from raftmq.dledger.core.messages import (
     AppendEntries,
+    HardState,
     AppendEntriesReply,
     Entry,
     InstallSnapshot,
@@ -26,6 +27,8 @@ from raftmq.dledger.core.messages import (
     SnapshotMeta,
     TimeoutNow,
 )
+from raftmq.dledger.core.raft import LEGACY_TERM_CLAMP
+from raftmq.dledger.store.hard_state import FileHardStateStore
 from raftmq.dledger.tools.forge import Forger, GroupView, view_of
 from tests.integration.broker_group import BrokerGroup, BrokerNode, http, running_group
 
@@ -230,3 +233,22 @@ def test_ten_timeout_now_and_ten_vote_requests_change_no_leader(group: BrokerGro
     all_alive(group)
     after = quiet(group)
     assert (after.term, group.leader().id) == (v.term, lead.id)
+
+
+def test_a_saved_term_beyond_the_bound_is_clamped_on_restart(group: BrokerGroup) -> None:
+    """Every node saved term 2**64-1 (as an older version did after one forged
+    heartbeat): each restarts at term 2**61 with no vote, logs it, and the
+    group elects a leader again (before: no election could ever be encoded)."""
+    acked = setup_topic(group)
+    for node in group.nodes:
+        group.kill(node.id)
+    for node in group.nodes:
+        FileHardStateStore(node.data_dir / "dledger").save(HardState((1 << 64) - 1, "n2"))
+    for node in group.nodes:
+        group.start(node.id)
+    group.leader(timeout_s=30)
+    after = quiet(group)
+    assert LEGACY_TERM_CLAMP < after.term < 1 << 62
+    readable_everywhere(group, acked + produce(group, 5, "after"))
+    for node in group.nodes:
+        assert "is beyond the largest term" in log_of(node), node.id
