@@ -137,3 +137,21 @@ def test_a_snapshot_at_or_below_the_commit_index_changes_nothing() -> None:
     # Acknowledged at the snapshot's index: the leader refuses a match index
     # beyond what it sent (before: n2's commit index).
     assert c.take()[-1] == InstallSnapshotReply(term, "n2", "n1", commit - 1)
+
+
+def test_a_success_reply_beyond_what_was_sent_but_inside_the_log_is_not_counted() -> None:
+    """One entry per message, one message in flight: n1 has sent n3 only the
+    first of three new entries; a reply claiming the third must not commit it."""
+    c = ScriptedCluster(3, max_batch_bytes=1, max_inflight_msgs=1)
+    c.elect("n1")
+    for _ in range(2):
+        c.tick()
+        c.stabilize()
+    term, commit = c.core("n1").term, c.core("n1").commit_index
+    c.partition(["n1"], ["n2"], ["n3"])
+    last = [c.propose("n1", b"entry-%d" % i) for i in range(3)][-1]
+    c.drop()
+    c.heal()
+    assert c.progress("n1", "n3")["next_index"] <= last
+    refused(c, AppendEntriesReply(term, "n3", "n1", True, match_index=last))
+    assert c.core("n1").commit_index == commit
