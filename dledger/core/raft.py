@@ -41,7 +41,6 @@ from typing import Callable
 from raftmq.dledger.core import quorum
 from raftmq.dledger.core.log import RaftLog
 from raftmq.dledger.core.messages import (
-    MAX_INDEX,
     MAX_TERM,
     AppendEntries,
     AppendEntriesReply,
@@ -58,6 +57,7 @@ from raftmq.dledger.core.messages import (
     TimeoutNow,
 )
 from raftmq.dledger.core.progress import Progress, ProgressState
+from raftmq.dledger.core.sanity import malformed
 from raftmq.dledger.errors import NotLeader, PeerViolation
 from raftmq.dledger.store.base import LogStorage
 
@@ -357,19 +357,14 @@ class RaftCore:
         follower receives them only from the leader it follows in that term.
         A follower acknowledges only what it was sent, so a success reply names
         nothing beyond the last index the leader sent it. A successful reply and
-        a TimeoutNow always carry the receiver's term or an older one. Entries
-        never carry a term above their leader's, nor one below their prev_log_term.
+        a TimeoutNow always carry the receiver's term or an older one. What no
+        node can send whatever its state is ``sanity.malformed``'s.
         """
-        if m.term > MAX_TERM:
-            return f"term {m.term} beyond the largest term {MAX_TERM}"
+        problem = malformed(m)
+        if problem is not None:
+            return problem
         same_term = m.term == self.term
         if isinstance(m, (AppendEntries, InstallSnapshot)):
-            if isinstance(m, AppendEntries):
-                problem = self._malformed_append(m)
-            else:
-                problem = self._malformed_snapshot(m)
-            if problem is not None:
-                return problem
             if same_term and self.role is Role.LEADER:
                 return f"{type(m).__name__} of term {m.term}, in which this node is the leader"
             if same_term and self._term_leader not in (None, m.src):
@@ -393,27 +388,6 @@ class RaftCore:
         elif isinstance(m, RequestVoteReply):
             if m.granted and not m.pre_vote and m.term > self.term:
                 return f"a vote granted in term {m.term}, which this node never campaigned in"
-        return None
-
-    @staticmethod
-    def _malformed_append(m: AppendEntries) -> str | None:
-        if m.prev_log_index > MAX_INDEX or m.leader_commit > MAX_INDEX:
-            return f"an index beyond the largest index {MAX_INDEX}"
-        if m.prev_log_term > m.term:
-            return f"prev_log_term {m.prev_log_term} above the leader's term {m.term}"
-        expect, floor = m.prev_log_index + 1, m.prev_log_term
-        for e in m.entries:
-            if e.index != expect or not floor <= e.term <= m.term or e.index > MAX_INDEX:
-                return (f"entry {e.index} of term {e.term}: entries must follow index {m.prev_log_index} "
-                        f"with terms in {m.prev_log_term}..{m.term}, never decreasing")
-            expect, floor = expect + 1, e.term
-        return None
-
-    @staticmethod
-    def _malformed_snapshot(m: InstallSnapshot) -> str | None:
-        meta = m.snapshot.meta
-        if meta.index > MAX_INDEX or meta.term > m.term or meta.index == 0:
-            return f"snapshot of index {meta.index} and term {meta.term} from a leader of term {m.term}"
         return None
 
     # ------------------------------------------------------------------
