@@ -94,3 +94,33 @@ async def test_a_snapshot_the_state_machine_refuses_installs_nothing(tmp_path: P
     finally:
         for d, _ in made.values():
             await d.stop()
+
+
+async def test_the_memory_network_closes_the_connection_a_violation_came_on(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """As TCP does: the receiver hears that the sender's connection closed."""
+    net = MemoryNetwork()
+    transports: dict[str, Any] = {}
+
+    def attach(h: TransportHooks) -> Any:
+        transports[h.node_id] = net.attach(h)
+        return transports[h.node_id]
+
+    nodes = {n: make_node(n, tmp_path, net, transport=attach)[0] for n in IDS}
+    for d in nodes.values():
+        await d.start()
+    try:
+        lead = await wait_leader(nodes.values())
+        me = lead.config.node_id
+        peer = next(n for n in IDS if n != me)
+        with caplog.at_level(logging.INFO, logger="raftmq.dledger.runtime"):
+            transports[peer].send(AppendEntries(lead.term, peer, me, 0, 0, (), 0))
+            transports[peer].flush()
+            await asyncio.sleep(0.2)
+        text = caplog.text
+        assert "event=peer_violation" in text
+        assert f"follower={peer} connection closed" in text
+        assert lead.failed is None and lead.is_leader()
+    finally:
+        for d in nodes.values():
+            await d.stop()
