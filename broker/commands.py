@@ -153,29 +153,115 @@ def encode(cmd: Command) -> bytes:
     return msgpack.packb([Kind.NOOP])
 
 
+MAX_QUEUES = 1 << 16
+"""The most queues a CREATE_TOPIC or UPDATE_TOPIC may name. The service's own
+(configurable) ``max_topic_queues`` is far lower; this bound is fixed so that
+every replica, whatever its configuration, judges a command the same way."""
+_I64 = 1 << 63
+
+
+def _int(v: object, what: str, lo: int = 0, hi: int = _I64 - 1) -> int:
+    if type(v) is not int or not lo <= v <= hi:
+        raise ValueError(f"{what} must be an integer in {lo}..{hi}, not {v!r:.40}")
+    return v
+
+
+def _str(v: object, what: str) -> str:
+    if type(v) is not str or not v:
+        raise ValueError(f"{what} must be a non-empty string, not {v!r:.40}")
+    return v
+
+
+def _arity(obj: list[object], *allowed: int) -> None:
+    if len(obj) not in allowed:
+        raise ValueError(f"{Kind(obj[0]).name} must have {' or '.join(map(str, allowed))} items, not {len(obj)}")
+
+
+def _produce(obj: list[object]) -> Produce:
+    _arity(obj, 10)
+    producer_id, sequence, tag_hashes, keys, records = obj[4], obj[5], obj[7], obj[8], obj[9]
+    if producer_id is not None:
+        _str(producer_id, "producer_id")
+    if sequence is not None:
+        _int(sequence, "sequence", -_I64)
+    if type(tag_hashes) is not list:
+        raise ValueError("tag_hashes must be an array")
+    for h in tag_hashes:
+        _int(h, "tag hash", -_I64)
+    if type(keys) is not list or any(type(k) is not list or any(type(x) is not str for x in k) for k in keys):
+        raise ValueError("keys must be an array of arrays of strings")
+    if type(records) is not bytes:
+        raise ValueError("records must be a bin")
+    return Produce(_str(obj[1], "topic"), _int(obj[2], "queue_id"), _int(obj[3], "store_ts_ms"),
+                   producer_id, sequence, _int(obj[6], "part"), tag_hashes, keys, records)  # type: ignore[arg-type]
+
+
+def _limit(obj: list[object], at: int, what: str) -> int | None:
+    """The leader's limit appended at ``obj[at]``, or None (written before limits existed)."""
+    if len(obj) <= at or obj[at] is None:
+        return None
+    return _int(obj[at], what, 1)
+
+
+def _commit_offset(obj: list[object]) -> CommitOffset:
+    _arity(obj, 5, 6, 7)  # 5: written before ``reset`` existed; 7: with the leader's max_groups
+    reset = obj[5] if len(obj) > 5 else False
+    if type(reset) is not bool:
+        raise ValueError(f"reset must be a boolean, not {reset!r:.40}")
+    return CommitOffset(_str(obj[1], "group"), _str(obj[2], "topic"), _int(obj[3], "queue_id"),
+                        _int(obj[4], "offset"), reset, _limit(obj, 6, "max_groups"))
+
+
+def _topic(obj: list[object], *arity: int) -> tuple[str, int]:
+    _arity(obj, *(arity or (3,)))
+    return _str(obj[1], "topic name"), _int(obj[2], "queues", 1, MAX_QUEUES)
+
+
+def _create_topic(obj: list[object]) -> CreateTopic:
+    name, queues = _topic(obj, 3, 4)  # 4: with the leader's max_topics
+    return CreateTopic(name, queues, _limit(obj, 3, "max_topics"))
+
+
+def _acl_rule(obj: list[object]) -> tuple[str, str, str, tuple[str, ...]]:
+    _arity(obj, 5)
+    actions = obj[4]
+    if type(actions) is not list:
+        raise ValueError(f"actions must be an array, not {actions!r:.40}")
+    return (_str(obj[1], "access_key"), _str(obj[2], "resource"), _str(obj[3], "pattern"),
+            tuple(_str(a, "action") for a in actions))
+
+
 def decode(body: bytes) -> Command:
-    """Decode an entry body written by ``encode``. Entries are written by the
-    leader only, so a failure here means a bug or corruption: raise ValueError."""
+    """Decode an entry body written by ``encode``, checking every field's type
+    and range. Entries are written by the leader only, so a failure here means
+    a bug, corruption or a faulty peer: raise ValueError (the state machine
+    applies such an entry as a no-op, identically on every replica)."""
     try:
         obj = msgpack.unpackb(body, raw=False, use_list=True)
+        if type(obj) is not list or not obj or type(obj[0]) is not int:
+            raise ValueError("a command must be an array starting with its kind")
         kind = Kind(obj[0])
         if kind is Kind.PRODUCE:
-            return Produce(obj[1], obj[2], obj[3], obj[4], obj[5], obj[6], obj[7], obj[8], obj[9])
+            return _produce(obj)
         if kind is Kind.COMMIT_OFFSET:
-            return CommitOffset(obj[1], obj[2], obj[3], obj[4], bool(obj[5]) if len(obj) > 5 else False,
-                                obj[6] if len(obj) > 6 else None)
+            return _commit_offset(obj)
         if kind is Kind.CREATE_TOPIC:
-            return CreateTopic(obj[1], obj[2], obj[3] if len(obj) > 3 else None)
+            return _create_topic(obj)
         if kind is Kind.UPDATE_TOPIC:
-            return UpdateTopic(obj[1], obj[2])
+            return UpdateTopic(*_topic(obj))
         if kind is Kind.ACL_ADD_USER:
-            return AclAddUser(obj[1], obj[2], bool(obj[3]))
+            _arity(obj, 4)
+            if type(obj[3]) is not bool:
+                raise ValueError(f"admin must be a boolean, not {obj[3]!r:.40}")
+            return AclAddUser(_str(obj[1], "access_key"), _str(obj[2], "secret_key"), obj[3])
         if kind is Kind.ACL_REMOVE_USER:
-            return AclRemoveUser(obj[1])
+            _arity(obj, 2)
+            return AclRemoveUser(_str(obj[1], "access_key"))
         if kind is Kind.ACL_GRANT:
-            return AclGrant(obj[1], obj[2], obj[3], tuple(obj[4]))
+            return AclGrant(*_acl_rule(obj))
         if kind is Kind.ACL_REVOKE:
-            return AclRevoke(obj[1], obj[2], obj[3], tuple(obj[4]))
+            return AclRevoke(*_acl_rule(obj))
+        _arity(obj, 1)
         return Noop()
-    except (ValueError, TypeError, IndexError, msgpack.UnpackException) as exc:
+    except (ValueError, TypeError, IndexError, msgpack.UnpackException, RecursionError) as exc:
         raise ValueError(f"undecodable broker command: {exc}") from exc

@@ -69,7 +69,7 @@ from raftmq.broker import commands
 from raftmq.broker.acl.permissions import AclState
 from raftmq.broker.commands import AclAddUser, AclGrant, AclRemoveUser, AclRevoke  # kept apart: merges stay simple
 from raftmq.broker.commands import CommitOffset, CreateTopic, Noop, Produce, UpdateTopic
-from raftmq.broker.message import format_msg_ids, parse_msg_id, record_sizes
+from raftmq.broker.message import RecordError, format_msg_ids, parse_msg_id, record_sizes
 from raftmq.broker.store import CorruptStore
 from raftmq.broker.store import checkpoint as checkpoint_file
 from raftmq.broker.store.consume_queue import ConsumeQueueStore
@@ -147,10 +147,18 @@ class BrokerState:
     def apply(self, index: int, payload: bytes, position: int) -> Any:
         """Apply the committed entry ``index``; ``position`` is where its body
         (``payload``) sits in the log, so a produce's records are indexed by
-        their own log positions."""
-        cmd = commands.decode(payload)
+        their own log positions.
+
+        An entry that does not decode to a valid command (a bug, or a faulty
+        peer that had it committed) is applied as a no-op with one ERROR line
+        naming its index: deterministic, so every replica stays identical."""
         self.applied_index = index
         self._dirty = True
+        try:
+            cmd = commands.decode(payload)
+        except ValueError as exc:
+            log.error("index=%d event=invalid_command action=applied_as_noop problem=%r", index, str(exc))
+            return None
         if isinstance(cmd, Produce):
             return self._apply_produce(index, payload, position, cmd)
         if isinstance(cmd, CommitOffset):
@@ -189,10 +197,20 @@ class BrokerState:
             # this is only reachable through a bug. Refuse deterministically.
             log.error("index=%d produce to unknown topic/queue %s/%d ignored", index, cmd.topic, cmd.queue_id)
             return None
+        try:
+            sizes = record_sizes(cmd.records)
+            problem = None
+            if len(cmd.tag_hashes) < len(sizes):
+                problem = f"{len(sizes)} records but {len(cmd.tag_hashes)} tag hashes"
+        except RecordError as exc:
+            problem = str(exc)
+        if problem is not None:
+            # Framed and checked by the leader; only a bug or a faulty peer gets here.
+            log.error("index=%d event=invalid_command action=applied_as_noop problem=%r", index, problem)
+            return None
+        base = position + len(payload) - len(cmd.records)  # the records close the payload
         if not self.time_marks or cmd.store_ts_ms >= self.time_marks[-1][0] + self.mark_interval_ms:
             self.time_marks.append((cmd.store_ts_ms, index))
-        base = position + len(payload) - len(cmd.records)  # the records close the payload
-        sizes = record_sizes(cmd.records)
         cq = self.cq.queue(cmd.topic, cmd.queue_id)
         hashes = cmd.tag_hashes
         positions = [base + off for off, _ in sizes]
@@ -388,6 +406,18 @@ class BrokerState:
     def snapshot(self) -> bytes:
         return msgpack.packb(self._state_doc(), use_bin_type=True)
 
+    @staticmethod
+    def check_snapshot(data: bytes) -> str | None:
+        """Why ``data`` (a snapshot a peer sent) cannot be restored, or None.
+        Decodes it fully and checks every field ``restore`` uses, so that a
+        snapshot refused here never gets as far as wiping anything."""
+        try:
+            doc = msgpack.unpackb(data, raw=False, strict_map_key=False)
+            _check_snapshot_doc(doc)
+        except (ValueError, TypeError, KeyError, IndexError, RecursionError, msgpack.UnpackException) as exc:
+            return f"{type(exc).__name__}: {exc}"[:200]
+        return None
+
     def restore(self, data: bytes) -> None:
         """Install a leader's snapshot: its state, and ConsumeQueues that resume
         at its offsets (messages before the snapshot point are not on this node)."""
@@ -431,3 +461,31 @@ class BrokerState:
 
     def groups(self) -> Iterable[str]:
         return sorted(self.group_keys)
+
+
+def _nat(v: Any) -> bool:
+    return type(v) is int and v >= 0
+
+
+def _check_snapshot_doc(doc: Any) -> None:
+    """Raise ValueError unless ``doc`` has the shape of a snapshot (``_state_doc``)."""
+    if type(doc) is not dict:
+        raise ValueError(f"a snapshot is a map, not {type(doc).__name__}")
+    if not _nat(doc["index"]):
+        raise ValueError("index must be a non-negative integer")
+    topics = doc["topics"]
+    if type(topics) is not dict or not all(type(t) is str and _nat(n) for t, n in topics.items()):
+        raise ValueError("topics must map names to queue counts")
+    if not all(type(g) is str and type(t) is str and _nat(q) and _nat(o) for g, t, q, o in doc["offsets"]):
+        raise ValueError("offsets must be [group, topic, queue_id, offset]")
+    for producer, seen in doc["dedup"]:
+        if type(producer) is not str or type(seen) is not list:
+            raise ValueError("dedup must be [producer_id, [[sequence, part, result], ...]]")
+        for _, _, r in seen:
+            q, first, positions = _load_result(r)
+            if not (_nat(q) and _nat(first) and type(positions) is list and all(map(_nat, positions))):
+                raise ValueError("a dedup result must be [queue_id, first_offset, [position, ...]]")
+    if not all(type(t) is str and _nat(q) and _nat(m) for t, q, m in doc["queues"]):
+        raise ValueError("queues must be [topic, queue_id, max_offset]")
+    if not all(type(ts) is int and _nat(i) for ts, i in doc.get("time_marks", [])):
+        raise ValueError("time_marks must be [store_ts_ms, index]")

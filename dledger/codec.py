@@ -92,7 +92,9 @@ asked for (they repair a damaged entry in place and are not Raft messages).
 ``[term, index, kind, data]``: ``kind`` is ``EntryKind`` (0 NORMAL, 1 NOOP),
 ``data`` a msgpack bin (never a str), and the indexes run consecutively from
 ``prev_log_index + 1`` (Raft §5.3: the entries follow the matched prefix).
-Integers (terms, indexes, positions) are unsigned; flags are msgpack booleans
+Integers (terms, indexes, commit and match indexes, positions) are unsigned and
+at most ``MAX_TERM`` = ``MAX_INDEX`` = 2**62-1 (``dledger.core.messages``):
+a frame with a larger one is refused, so that ``term + 1`` always encodes. Flags are msgpack booleans
 (never 0/1); snapshot ``data`` is a bin.
 
 An entry is a positional array rather than a map so that neither side builds
@@ -112,6 +114,8 @@ import msgpack
 from raftmq.dledger.core.messages import (
     AppendEntries,
     AppendEntriesReply,
+    MAX_INDEX,
+    MAX_TERM,
     Entry,
     EntryKind,
     InstallSnapshot,
@@ -282,9 +286,14 @@ def frame(payload: bytes) -> bytes:
 # --- decoding ------------------------------------------------------------------
 
 
+_MAX_FIELD: Final = max(MAX_TERM, MAX_INDEX)
+
+
 def _nat(v: Any, name: str) -> int:
-    if type(v) is not int or v < 0:
-        raise CodecError(f"{name} must be a non-negative integer, not {v!r:.40}")
+    """A term, index, commit, match or position: an integer in 0..MAX_TERM/MAX_INDEX
+    (both 2**62-1), so that no node ever adopts a term whose successor cannot be encoded."""
+    if type(v) is not int or not 0 <= v <= _MAX_FIELD:
+        raise CodecError(f"{name} must be an integer in 0..{_MAX_FIELD}, not {v!r:.40}")
     return v
 
 
@@ -320,13 +329,15 @@ def _dec_append_entries(o: list[Any]) -> AppendEntries:
     # TypeError/ValueError, which decode() turns into CodecError; a 4-char
     # str or 4-byte bin unpacks but fails the type tests.
     for et, ei, ek, ed in raw:
-        if (type(ed) is not bytes or type(ei) is not int or ei != expect or type(et) is not int or et < 0
-                or type(ek) is not int or ek not in kinds):
+        if (type(ed) is not bytes or type(ei) is not int or ei != expect or type(et) is not int
+                or not 0 <= et <= MAX_TERM or type(ek) is not int or ek not in kinds):
             raise CodecError(f"entry {ei!r:.20} (expected index {expect}): needs [term >= 0, index, kind 0|1, "
                              f"bin data], got [{type(et).__name__}, {type(ei).__name__}, {ek!r:.10}, "
                              f"{type(ed).__name__}]")
         append(Entry(et, ei, ed, kinds[ek]))
         expect += 1
+    if expect - 1 > MAX_INDEX:
+        raise CodecError(f"entries run past the largest index {MAX_INDEX}")
     return AppendEntries(_nat(o[1], "term"), NodeId(_name(o[2], "src")), NodeId(_name(o[3], "dst")), prev_index,
                          _nat(o[5], "prev_log_term"), tuple(entries), _nat(o[6], "leader_commit"))
 
@@ -410,7 +421,8 @@ def decode(payload: bytes | bytearray | memoryview) -> Message:
 
     Raises CodecError, and nothing else, for any payload that is not exactly a
     message of the format above: undecodable msgpack, trailing bytes, an
-    unknown type, a wrong number of items, a wrongly typed or negative field,
+    unknown type, a wrong number of items, a wrongly typed, negative or
+    out-of-bounds (above 2**62-1) field,
     an over-long id, entries whose indexes do not follow ``prev_log_index``.
     """
     o = _unpack(payload)

@@ -37,6 +37,7 @@ import logging
 from typing import Final
 
 from raftmq.dledger.core.messages import Message
+from raftmq.dledger.errors import PeerViolation
 from raftmq.dledger.store.identity import apply_hello
 from raftmq.dledger.transport import TransportHooks
 
@@ -129,7 +130,10 @@ class MemoryNetwork:
                 return
             self._connected.add(pair)
         self.delivered += 1
-        dst.hooks.on_message(m)
+        try:
+            dst.hooks.on_message(m)
+        except PeerViolation:  # logged by the receiver; as TCP: its connection closes
+            self._close(src.node_id, m.dst)
 
     def _node_gone(self, node: str) -> None:
         for other in list(self._nodes):

@@ -24,13 +24,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable, Mapping, Protocol
 
-from raftmq.dledger.core.messages import EntryKind, FetchEntry, FetchEntryReply, Message, NodeId, Snapshot, SnapshotMeta
+from raftmq.dledger.core.messages import (EntryKind, FetchEntry, FetchEntryReply, InstallSnapshot, Message, NodeId,
+                                          Snapshot, SnapshotMeta)
 from raftmq.dledger.core.raft import CoreConfig, RaftCore, Role
 from raftmq.dledger.driver import ReadyDriver, ReadyIO
-from raftmq.dledger.errors import CorruptLog, LeadershipLost, NodeStopped, ProposalDropped, StateAheadOfLog, StorageFailure
+from raftmq.dledger.errors import (CorruptLog, LeadershipLost, NodeStopped, PeerViolation, ProposalDropped,
+                                    StateAheadOfLog, StorageFailure)
 from raftmq.dledger.status import LogStatus, PeerStatus
 from raftmq.dledger.storage import NodeStorage
 from raftmq.dledger.store.identity import DataDirIdentity, fmt_id
@@ -45,6 +48,9 @@ log = logging.getLogger(__name__)
 # Repair of damaged entries: ask the peers for this many at a time, every so many ticks.
 REPAIR_BATCH = 16
 REPAIR_EVERY_TICKS = 4
+# A peer that keeps sending impossible messages is logged at most once per this
+# many seconds (with the count of those not logged in between).
+VIOLATION_LOG_EVERY_S = 10.0
 
 
 class StateMachine(Protocol):
@@ -62,6 +68,11 @@ class StateMachine(Protocol):
     - ``snapshot()`` returns the whole state as bytes (for compaction and for a
       follower that lags behind the oldest retained entry); ``restore(data)``
       replaces the state with it.
+    - optional ``check_snapshot(data) -> str | None``: why ``data`` (a
+      snapshot received from a peer) cannot be restored, or None if it can.
+      Called before the log or the state is touched; a snapshot it refuses is
+      dropped as a ``PeerViolation`` and changes nothing. Without it, every
+      snapshot is accepted.
     """
 
     def apply(self, index: int, payload: bytes, position: int) -> Any: ...
@@ -269,6 +280,8 @@ class DLedger:
         self._failed: BaseException | None = None
         self.fatal = asyncio.Event()  # set when the node stopped on a fatal error
         self._was_leader = False
+        # peer -> (monotonic time of the last violation logged, violations not logged since)
+        self._violations: dict[str, tuple[float, int]] = {}
         self._applied_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._role_listeners: list[asyncio.Event] = []
 
@@ -466,11 +479,36 @@ class DLedger:
             self._on_repair_message(m)
             return
         try:
+            if isinstance(m, InstallSnapshot):
+                self._check_snapshot(m)
             self.core.step(m)
-        except AssertionError as exc:  # a Raft invariant broke (two leaders in a term, ...)
+        except PeerViolation as exc:  # dropped; the transport closes the connection it came on
+            self._log_violation(exc)
+            raise
+        except AssertionError as exc:  # a Raft invariant broke
             self._fail(exc)
             return
         self._wake.set()
+
+    def _check_snapshot(self, m: InstallSnapshot) -> None:
+        """Refuse a snapshot the state machine cannot restore, before anything
+        is deleted. One at or below our commit index changes nothing anyway."""
+        check = getattr(self._sm, "check_snapshot", None)
+        if check is None or m.snapshot.meta.index <= self.core.commit_index:
+            return
+        problem = check(m.snapshot.data)
+        if problem is not None:
+            raise PeerViolation(m.src, f"snapshot at index {m.snapshot.meta.index} cannot be restored: {problem}")
+
+    def _log_violation(self, exc: PeerViolation) -> None:
+        now = time.monotonic()
+        last, quiet = self._violations.get(exc.peer, (float("-inf"), 0))
+        if now - last < VIOLATION_LOG_EVERY_S:
+            self._violations[exc.peer] = (last, quiet + 1)
+            return
+        self._violations[exc.peer] = (now, 0)
+        log.error("node=%s peer=%s event=peer_violation problem=%r action=drop_message_close_connection "
+                  "not_logged_since=%d", self.config.node_id, exc.peer, exc.problem, quiet)
 
     # -- repair of entries damaged on disk (FileLogStore.damaged) --------------
     def _request_repairs(self) -> None:

@@ -75,7 +75,7 @@ from typing import Callable, Final, Protocol, cast
 
 from raftmq.dledger import codec, peer_auth
 from raftmq.dledger.core.messages import Message
-from raftmq.dledger.errors import CodecError, StorageFailure
+from raftmq.dledger.errors import CodecError, PeerViolation, StorageFailure
 from raftmq.dledger.peer_security import PeerSecurity
 from raftmq.dledger.refusal_log import RefusalLog
 from raftmq.dledger.store.identity import DataDirIdentity, apply_hello
@@ -522,6 +522,10 @@ class _Inbound(asyncio.Protocol):
             peer.received += 1
             try:
                 on_message(m)
+            except PeerViolation:  # logged by the runtime; this connection is done
+                assert self._transport is not None
+                self._transport.abort()
+                return
             except Exception:
                 log.exception("node=%s peer=%s reason=on_message-failed message=%s", me, src, type(m).__name__)
 

@@ -14,6 +14,13 @@ from typing import NewType, Union
 
 NodeId = NewType("NodeId", str)
 
+MAX_TERM = (1 << 62) - 1
+"""The largest term a node accepts or adopts. Far below msgpack's 2**64-1, so
+that ``term + 1`` (a campaign) always encodes; ``codec.decode`` refuses a frame
+beyond it and the core refuses to adopt it (a ``PeerViolation``)."""
+MAX_INDEX = (1 << 62) - 1
+"""The largest log index (or commit / match index) a frame may carry, for the same reason."""
+
 
 class EntryKind(enum.IntEnum):
     """What a log entry carries. Only ``NORMAL`` entries reach the state machine."""

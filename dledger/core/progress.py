@@ -63,7 +63,7 @@ class Inflights:
 
 class Progress:
     __slots__ = ("match_index", "next_index", "state", "paused", "inflights", "recent_active", "pending_snapshot",
-                 "progress_tick", "snapshot_tick")
+                 "progress_tick", "snapshot_tick", "sent_index")
 
     def __init__(self, next_index: int, max_inflight: int) -> None:
         self.match_index = 0
@@ -77,6 +77,10 @@ class Progress:
         # at which the last snapshot was sent: how the leader notices lost messages.
         self.progress_tick = 0
         self.snapshot_tick = 0
+        # The highest index this leader ever sent the follower (last entry of an
+        # AppendEntries, or a snapshot's index): a success reply beyond it is
+        # impossible from a correct follower and must never count.
+        self.sent_index = 0
 
     def become_probe(self) -> None:
         # After a snapshot, resume right after it; otherwise right after what matches.
@@ -113,6 +117,11 @@ class Progress:
         if self.next_index < index + 1:
             self.next_index = index + 1
         return updated
+
+    def note_sent(self, last_index: int) -> None:
+        """An AppendEntries ending at ``last_index`` (or a snapshot of it) went out."""
+        if last_index > self.sent_index:
+            self.sent_index = last_index
 
     def optimistic_update(self, last_sent: int) -> None:
         self.next_index = last_sent + 1

@@ -41,6 +41,7 @@ from typing import Callable
 from raftmq.dledger.core import quorum
 from raftmq.dledger.core.log import RaftLog
 from raftmq.dledger.core.messages import (
+    MAX_TERM,
     AppendEntries,
     AppendEntriesReply,
     Entry,
@@ -56,10 +57,17 @@ from raftmq.dledger.core.messages import (
     TimeoutNow,
 )
 from raftmq.dledger.core.progress import Progress, ProgressState
-from raftmq.dledger.errors import NotLeader
+from raftmq.dledger.core.sanity import malformed
+from raftmq.dledger.errors import NotLeader, PeerViolation
 from raftmq.dledger.store.base import LogStorage
 
 log = logging.getLogger(__name__)
+
+LEGACY_TERM_CLAMP = 1 << 61
+"""The term a node restarts at when its saved term is beyond ``MAX_TERM``
+(written by a version that adopted any term a peer named). No correct node can
+have reached such a term, so nothing was decided in it; restarting at 2**61
+with no vote leaves the group 2**61 terms to elect leaders in (see ``RaftCore``)."""
 
 
 class Role(enum.Enum):
@@ -159,7 +167,18 @@ class RaftCore:
         self.log = RaftLog(storage, applied_index)
         self.term: int = hard_state.term
         self.voted_for: NodeId | None = hard_state.voted_for
+        if self.term > MAX_TERM:
+            # Saved by an older version that adopted a forged term: clamp, and
+            # persist the clamped state with the first Ready (see LEGACY_TERM_CLAMP).
+            log.warning("node=%s saved term %d is beyond the largest term %d: restarting at term %d with no vote",
+                        self.id, self.term, MAX_TERM, LEGACY_TERM_CLAMP)
+            self.term, self.voted_for = LEGACY_TERM_CLAMP, None
         self.leader_id: NodeId | None = None
+        # The leader this node has heard from in ``term`` (kept when leader_id is
+        # cleared because its connection dropped): Raft allows one leader per
+        # term, so AppendEntries, InstallSnapshot or TimeoutNow of this term
+        # from anyone else is a PeerViolation.
+        self._term_leader: NodeId | None = None
         self.role = Role.FOLLOWER
         self.progress: dict[NodeId, Progress] = {}
         self.votes: dict[NodeId, bool] = {}
@@ -289,9 +308,16 @@ class RaftCore:
             self._snapshot = snapshot
 
     def step(self, m: Message) -> None:
-        """Handle one message from a peer."""
+        """Handle one message from a peer.
+
+        Raises ``PeerViolation`` (and changes nothing) for a message no correct
+        peer can send (see ``_impossible``): the caller drops it and closes the
+        connection it came on."""
         if m.dst != self.id or m.src == self.id or m.src not in self.voters:
             return
+        problem = self._impossible(m)
+        if problem is not None:
+            raise PeerViolation(m.src, problem)
         if m.term > self.term:
             if isinstance(m, RequestVote):
                 # A voter that hears from a live leader ignores candidates, unless
@@ -322,6 +348,47 @@ class RaftCore:
             self._handle_vote_request(m)
             return
         self._step(m)
+
+    def _impossible(self, m: Message) -> str | None:
+        """Why no correct peer could have sent ``m`` to this node now, or None.
+
+        Raft allows one leader per term, so a leader never receives
+        AppendEntries, InstallSnapshot or TimeoutNow of its own term, and a
+        follower receives them only from the leader it follows in that term.
+        A follower acknowledges only what it was sent, so a success reply names
+        nothing beyond the last index the leader sent it. A successful reply and
+        a TimeoutNow always carry the receiver's term or an older one. What no
+        node can send whatever its state is ``sanity.malformed``'s.
+        """
+        problem = malformed(m)
+        if problem is not None:
+            return problem
+        same_term = m.term == self.term
+        if isinstance(m, (AppendEntries, InstallSnapshot)):
+            if same_term and self.role is Role.LEADER:
+                return f"{type(m).__name__} of term {m.term}, in which this node is the leader"
+            if same_term and self._term_leader not in (None, m.src):
+                return f"{type(m).__name__} of term {m.term}, whose leader is {self._term_leader}"
+        elif isinstance(m, (AppendEntriesReply, InstallSnapshotReply)):
+            success = isinstance(m, InstallSnapshotReply) or m.success
+            if success and m.term > self.term:
+                return f"a successful {type(m).__name__} of term {m.term}, above this node's term {self.term}"
+            pr = self.progress.get(m.src)
+            if success and same_term and pr is not None:
+                limit = min(pr.sent_index, self.log.last_index())
+                if m.match_index > limit:
+                    return (f"{type(m).__name__} with match_index {m.match_index}, beyond index {limit}, "
+                            "the last this leader sent that follower")
+        elif isinstance(m, TimeoutNow):
+            if m.term > self.term:
+                return f"TimeoutNow of term {m.term}, above this node's term {self.term}"
+            if same_term and (self.role is Role.LEADER or self._term_leader not in (None, m.src)):
+                leader = self.id if self.role is Role.LEADER else self._term_leader
+                return f"TimeoutNow of term {m.term} from a node that is not its leader ({leader})"
+        elif isinstance(m, RequestVoteReply):
+            if m.granted and not m.pre_vote and m.term > self.term:
+                return f"a vote granted in term {m.term}, which this node never campaigned in"
+        return None
 
     # ------------------------------------------------------------------
     # Outputs
@@ -412,6 +479,7 @@ class RaftCore:
         if term != self.term:
             self.term = term
             self.voted_for = None
+            self._term_leader = None
         self.leader_id = None
         self.election_elapsed = 0
         self.heartbeat_elapsed = 0
@@ -426,6 +494,8 @@ class RaftCore:
         was = self.role
         self._reset(term)
         self.leader_id = lead
+        if lead is not None:
+            self._term_leader = lead
         self.role = Role.FOLLOWER
         self._step = self._step_follower
         self._tick = self._tick_election
@@ -455,7 +525,7 @@ class RaftCore:
     def _become_leader(self) -> None:
         assert self.role is Role.CANDIDATE, f"only a candidate becomes leader, not a {self.role}"
         self._reset(self.term)
-        self.leader_id = self.id
+        self.leader_id = self._term_leader = self.id
         self.role = Role.LEADER
         self._step = self._step_leader
         self._tick = self._tick_heartbeat
@@ -514,6 +584,10 @@ class RaftCore:
     # ------------------------------------------------------------------
     def _campaign(self, transfer: bool) -> None:
         """Pre-vote first (thesis §9.6) unless the leader asked us to run (§3.10)."""
+        if self.term >= MAX_TERM:
+            log.error("node=%s term=%d cannot campaign: the next term is beyond the largest term %d",
+                      self.id, self.term, MAX_TERM)
+            return
         if self.config.pre_vote and not transfer:
             self._become_pre_candidate()
             self._request_votes(self.term + 1, pre_vote=True, transfer=False)
@@ -568,13 +642,15 @@ class RaftCore:
     def _step_follower(self, m: Message) -> None:
         if isinstance(m, AppendEntries):
             self.election_elapsed = 0
-            self.leader_id = m.src
+            self.leader_id = self._term_leader = m.src
             self._handle_append(m)
         elif isinstance(m, InstallSnapshot):
             self.election_elapsed = 0
-            self.leader_id = m.src
+            self.leader_id = self._term_leader = m.src
             self._handle_snapshot(m)
-        elif isinstance(m, TimeoutNow) and not self._abstains():
+        elif isinstance(m, TimeoutNow) and self._term_leader == m.src and not self._abstains():
+            # Only the leader of this term may ask for an election (thesis §3.10);
+            # one we have not heard from in this term (we restarted) is ignored.
             log.info("node=%s term=%d TimeoutNow from=%s: campaigning", self.id, self.term, m.src)
             self._campaign(transfer=True)
         # Vote replies of an old candidacy, replies meant for a leader: ignored.
@@ -608,9 +684,6 @@ class RaftCore:
             if pr.state is ProgressState.SNAPSHOT:
                 pr.become_probe()
             self._send_append(m.src)
-        elif isinstance(m, (AppendEntries, InstallSnapshot)):
-            # Two leaders in one term would break election safety (§5.2).
-            raise AssertionError(f"node={self.id} term={self.term}: another leader {m.src} in my term")
 
     # -- follower side of replication ------------------------------------
     def _handle_append(self, m: AppendEntries) -> None:
@@ -621,7 +694,11 @@ class RaftCore:
             # leader completeness); look only at what lies beyond it.
             skip = lg.committed - prev_index
             if skip >= len(entries):
-                self._send(AppendEntriesReply(self.term, self.id, m.src, success=True, match_index=lg.committed))
+                # Acknowledge what was sent (all of it is below our commit
+                # index, so we hold it), never more: the leader refuses a
+                # match index beyond what it sent (``_impossible``).
+                self._send(AppendEntriesReply(self.term, self.id, m.src, success=True,
+                                              match_index=m.prev_log_index + len(m.entries)))
                 self._maybe_end_recovery(m.leader_commit)
                 return
             prev_index, prev_term = lg.committed, entries[skip - 1].term
@@ -658,7 +735,8 @@ class RaftCore:
         lg = self.log
         meta = m.snapshot.meta
         if meta.index <= lg.committed:
-            self._send(InstallSnapshotReply(self.term, self.id, m.src, match_index=lg.committed))
+            # Already covered: change nothing, acknowledge the snapshot's index.
+            self._send(InstallSnapshotReply(self.term, self.id, m.src, match_index=meta.index))
             return
         if lg.match_term(meta.index, meta.term):
             # We already hold the snapshot's last entry: keep the log, move commit.
@@ -793,6 +871,7 @@ class RaftCore:
         if pr.state is ProgressState.REPLICATE and not entries:
             return False
         self._send(AppendEntries(self.term, self.id, to, prev, prev_term, tuple(entries), lg.committed))
+        pr.note_sent(entries[-1].index if entries else prev)
         if pr.state is ProgressState.REPLICATE:
             last = entries[-1].index
             pr.optimistic_update(last)
@@ -808,6 +887,7 @@ class RaftCore:
                       self.id, self.term, to, self.log.first_index())
             return False
         pr.become_snapshot(snap.meta.index)
+        pr.note_sent(snap.meta.index)
         pr.snapshot_tick = self._ticks
         self._send(InstallSnapshot(self.term, self.id, to, snap))
         return False

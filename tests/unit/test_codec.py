@@ -38,12 +38,13 @@ log = logging.getLogger(__name__)
 
 A, B = NodeId("n1"), NodeId("n2")
 U64 = (1 << 64) - 1
+MAX = (1 << 62) - 1  # MAX_TERM = MAX_INDEX: the largest term or index a frame may carry
 
 MESSAGES: list[Message] = [
     AppendEntries(3, A, B, 10, 2, (Entry(3, 11, b"x" * 1024), Entry(3, 12, b"", EntryKind.NOOP), Entry(3, 13, b"")), 9),
     AppendEntries(3, A, B, 0, 0, (), 0),  # heartbeat
     AppendEntries(7, A, B, 99, 6, (Entry(7, 100, os.urandom(4 << 20)),), 99),  # one large entry
-    AppendEntries(U64, A, B, U64 - 2, U64, (Entry(U64, U64 - 1, b"a"), Entry(U64, U64, b"b")), U64),
+    AppendEntries(MAX, A, B, MAX - 2, MAX, (Entry(MAX, MAX - 1, b"a"), Entry(MAX, MAX, b"b")), MAX),
     AppendEntriesReply(3, B, A, True, match_index=13),
     AppendEntriesReply(3, B, A, False, reject_index=10, hint_index=7, hint_term=2),
     RequestVote(4, A, B, 13, 3),
@@ -80,7 +81,7 @@ def test_decode_accepts_a_memoryview_of_a_larger_buffer() -> None:
 # --- hypothesis: random messages round-trip -------------------------------------------
 
 ids = st.text(min_size=1, max_size=codec.MAX_ID_CHARS).map(NodeId)
-nat = st.integers(min_value=0, max_value=U64)
+nat = st.integers(min_value=0, max_value=MAX)  # a term or index a frame may carry
 small = st.integers(min_value=0, max_value=1 << 40)
 
 
@@ -171,6 +172,23 @@ BAD_OBJECTS: list[tuple[str, Any]] = [
     ("snapshot data is a str", [6, 1, "a", "b", 0, 0, 0, "state"]),
     ("snapshot meta negative", [6, 1, "a", "b", -1, 0, 0, b"state"]),
     ("InstallSnapshotReply match_index is a float", [7, 1, "a", "b", 1.5]),
+]
+
+
+# Terms and indexes above MAX_TERM = MAX_INDEX (2**62-1): a node that adopted one
+# could never campaign again (term + 1 would not encode), so no frame may carry one.
+BAD_OBJECTS += [
+    ("term 2**64-1", [5, U64, "a", "b"]),
+    ("term 2**62", [5, MAX + 1, "a", "b"]),
+    ("heartbeat of term 2**62", [1, MAX + 1, "a", "b", 0, 0, 0, []]),
+    ("leader_commit 2**62", [1, 1, "a", "b", 0, 0, MAX + 1, []]),
+    ("prev_log_index 2**62", [1, 1, "a", "b", MAX + 1, 0, 0, []]),
+    ("entry term 2**62", [1, 1, "a", "b", 0, 0, 0, [[MAX + 1, 1, 0, b"x"]]]),
+    ("entries past 2**62-1", [1, 1, "a", "b", MAX, 1, 0, [[1, MAX + 1, 0, b"x"]]]),
+    ("match_index 2**62", [2, 1, "a", "b", True, MAX + 1, 0, 0, 0]),
+    ("vote last_log_term 2**64-1", [3, 1, "a", "b", 0, U64, False, False]),
+    ("snapshot index 2**62", [6, 1, "a", "b", MAX + 1, 0, 0, b"s"]),
+    ("InstallSnapshotReply match 2**62", [7, 1, "a", "b", MAX + 1]),
 ]
 
 
