@@ -1,6 +1,7 @@
 """Frames no correct peer can send, forged with ``dledger.tools.forge`` against
-real 3-node broker groups (no secret, so the forger's hello is accepted; it
-plays a buggy peer that has the secret): none stops a node, loses an
+real 3-node broker groups by a forger that holds the group's cluster secret
+(it passes the authenticated hello: a buggy peer, not an outsider, whom
+tests/integration/test_peer_auth.py keeps out): none stops a node, loses an
 acknowledged message or moves the leadership (issue 11, defence in depth).
 
 Each frame is refused: the node logs ``event=peer_violation`` (or, for a
@@ -30,6 +31,7 @@ from raftmq.dledger.core.messages import (
 from raftmq.dledger.core.raft import LEGACY_TERM_CLAMP
 from raftmq.dledger.store.hard_state import FileHardStateStore
 from raftmq.dledger.tools.forge import Forger, GroupView, view_of
+from raftmq.dledger.peer_security import load_cluster_secret
 from tests.integration.broker_group import BrokerGroup, BrokerNode, http, running_group
 
 pytestmark = pytest.mark.integration
@@ -83,8 +85,11 @@ def readable_everywhere(g: BrokerGroup, acked: list[dict[str, Any]]) -> None:
 
 
 def forger(g: BrokerGroup, to: BrokerNode, as_node: str) -> Forger:
+    """A peer holding the group's secret (it passes the authenticated hello) that
+    then sends what no correct peer sends: a buggy insider, not an outsider."""
     host, _, port = to.raft_addr.rpartition(":")
-    f = Forger((host, int(port)), g.group, as_node)
+    secret = load_cluster_secret(g.extra["cluster_secret_file"])
+    f = Forger((host, int(port)), g.group, as_node, secret=secret, to_node=to.id)
     f.connect()
     return f
 
