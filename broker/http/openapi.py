@@ -43,7 +43,24 @@ NO_LEADER = {"description": "No leader known (election in progress) or outcome u
              "content": {"application/json": {"schema": _ref("Error")}}}
 WRITE_ERRORS = {"307": REDIRECT, "503": NO_LEADER, "400": _err("Bad input"), "415": _err("Unsupported Content-Type")}
 
+ACL_WRITE_ERRORS = {"404": _err("No such user (user_not_found)"),
+                    "409": _err("ACL is off on this node (acl_disabled), or the user exists (user_exists)"),
+                    **WRITE_ERRORS}
+
 SCHEMAS: dict[str, Any] = {
+    "AclUser": {"type": "object", "required": ["access_key", "admin", "grants"],
+                "properties": {"access_key": {"type": "string"}, "admin": {"type": "boolean"},
+                               "grants": {"type": "array", "items": {"type": "object"}},
+                               "bootstrap": {"type": "boolean"}}},
+    "AclUsers": {"type": "object", "required": ["enabled", "users"],
+                 "properties": {"enabled": {"type": "boolean"},
+                                "users": {"type": "array", "items": _ref("AclUser")}}},
+    "AclUserCreate": {"type": "object", "required": ["access_key", "secret_key"], "additionalProperties": False,
+                      "properties": {"access_key": {"type": "string"}, "secret_key": {"type": "string"},
+                                     "admin": {"type": "boolean"}}},
+    "AclGrant": {"type": "object", "required": ["resource", "pattern", "actions"], "additionalProperties": False,
+                 "properties": {"resource": {"enum": ["topic", "group"]}, "pattern": {"type": "string"},
+                                "actions": {"type": "array", "items": {"enum": ["pub", "sub"]}}}},
     "Error": {"type": "object", "required": ["error", "message"],
               "properties": {"error": {"type": "string", "description": "machine-readable code"},
                              "message": {"type": "string"}}},
@@ -171,7 +188,8 @@ def _add_common_errors(paths: dict[str, Any]) -> None:
     """Answers any operation of a kind can give, added where not listed: 400
     for a malformed parameter or body (an integer outside int64, a lone
     surrogate, nesting past max_json_depth, ...); 413 and 415 for a body
-    over max_request_bytes or of another Content-Type."""
+    over max_request_bytes or of another Content-Type; 401 and 403 when ACL
+    is on, everywhere but the health check and this document."""
     for item in paths.values():
         shared = item.get("parameters", [])
         for method, op in item.items():
@@ -183,12 +201,17 @@ def _add_common_errors(paths: dict[str, Any]) -> None:
             if "requestBody" in op:
                 responses.setdefault("413", _err("Request body over max_request_bytes"))
                 responses.setdefault("415", _err("Unsupported Content-Type"))
+            if op is not paths["/v1/health"].get("get") and op is not paths["/v1/openapi.json"].get("get"):
+                responses.setdefault("401", _err("ACL on: no valid signature or token (unauthenticated)"))
+                responses.setdefault("403", _err("ACL on: the user lacks the permission (forbidden, "
+                                                 "client_id_taken)"))
 
 
 def openapi_document() -> dict[str, Any]:
     topic = _path_param("topic", description="topic name")
     group = _path_param("group", description="consumer group")
     topic_q = _query("topic", "string", required=True)
+    access_key = _path_param("access_key", description="a user's access key")
     paths: dict[str, Any] = {
         "/v1/health": {"get": {"summary": "This node's role, term, leader and indexes",
                                "responses": {"200": _ok(_ref("Health"))}}},
@@ -275,6 +298,28 @@ def openapi_document() -> dict[str, Any]:
             "post": {"summary": "Release queue locks", "requestBody": _body(_ref("UnlockRequest")),
                      "responses": {"200": _ok(_ref("UnlockResponse")), "404": _err("Unknown topic"),
                                    **WRITE_ERRORS}},
+        },
+        "/v1/acl/users": {
+            "get": {"summary": "Users and their grants, never their secrets",
+                    "responses": {"200": _ok(_ref("AclUsers"))}},
+            "post": {"summary": "Add a user (admin; a log command)", "requestBody": _body(_ref("AclUserCreate")),
+                     "responses": {"200": _ok(_ref("AclUser")), **ACL_WRITE_ERRORS}},
+        },
+        "/v1/acl/users/{access_key}": {
+            "parameters": [access_key],
+            "delete": {"summary": "Remove a user: its signatures and token stop working (admin)",
+                       "responses": {"200": _ok(_ref("AclUser")), **ACL_WRITE_ERRORS}},
+        },
+        "/v1/acl/users/{access_key}/grants": {
+            "parameters": [access_key],
+            "post": {"summary": "Grant actions on topics or groups matching a pattern (admin)",
+                     "requestBody": _body(_ref("AclGrant")),
+                     "responses": {"200": _ok(_ref("AclUser")), **ACL_WRITE_ERRORS}},
+        },
+        "/v1/acl/users/{access_key}/revoke": {
+            "parameters": [access_key],
+            "post": {"summary": "Take back actions granted on a pattern (admin)", "requestBody": _body(_ref("AclGrant")),
+                     "responses": {"200": _ok(_ref("AclUser")), **ACL_WRITE_ERRORS}},
         },
         "/v1/openapi.json": {"get": {"summary": "This document",
                                      "responses": {"200": {"description": "OpenAPI 3.1 document"}}}},

@@ -335,11 +335,12 @@ def test_follower_serves_committed_reads(group: BrokerGroup, leader_url: str) ->
 # -- documentation ------------------------------------------------------------
 def test_openapi_documents_every_route(leader_url: str) -> None:
     from raftmq.broker.http.app import ROUTES
+    from raftmq.broker.http.auth import ACL_ROUTES
 
     status, _, doc = http("GET", leader_url + "/v1/openapi.json")
     assert status == 200 and doc["openapi"].startswith("3.")
     documented = {(m.upper(), p) for p, ops in doc["paths"].items() for m in ops if m != "parameters"}
-    served = {(m, p) for m, p, _ in ROUTES}
+    served = {(m, p) for m, p, _ in ROUTES + ACL_ROUTES}
     assert documented == served
 
 
