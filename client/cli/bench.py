@@ -57,8 +57,10 @@ def _bench_targets(servers: tuple[str, ...], flush: str) -> list[tuple[str, list
 @click.option("--outstanding", type=click.IntRange(1, 100_000), default=1000, show_default=True,
               help="With --per-message: send() calls in flight.")
 @click.option("--security", default="off", show_default=True, metavar="MODES",
-              help="Local groups only: off, acl (every request signed), tls (HTTPS, a throwaway CA made with "
-                   "openssl) or acl+tls; comma-separated to compare them in one run (one group each).")
+              help="Local groups only: off (peer port authenticated by the cluster secret), acl (every request "
+                   "signed), tls (HTTPS, a throwaway CA made with openssl), acl+tls, peer-open (no cluster "
+                   "secret) or peer-tls (TLS on the peer port too); comma-separated to compare them in one run "
+                   "(one group each).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per measurement.")
 def bench_produce(servers: tuple[str, ...], flush: str, batch: str, producers: str, duration: float,
                   message_bytes: int, topic: str, per_message: bool, outstanding: int, security: str,

@@ -240,6 +240,7 @@ def up(base_dir: Path, nodes: int, http_port_base: int | None, raft_port_base: i
         specs = plan(base_dir, nodes, http_port_base, raft_port_base, scheme)
     new_group = is_new_group(base_dir, specs)
     settings = {"cluster_secret_file": str(ensure_cluster_secret(base_dir)), **(extra or {})}
+    settings = {k: v for k, v in settings.items() if v is not None}  # None: leave the setting out
     for n in specs:
         Path(n.data_dir).mkdir(parents=True, exist_ok=True)
         Path(n.config_path).write_text(_toml(n, group, flush, specs, settings))

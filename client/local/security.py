@@ -19,7 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-MODES = ("off", "acl", "tls", "acl+tls")
+MODES = ("off", "acl", "tls", "acl+tls", "peer-open", "peer-tls")
+"""``off``: the default local group (peer port authenticated by the cluster secret, plain HTTP);
+``peer-open``: no cluster secret (the peer port unauthenticated: the baseline for what the
+secret costs); ``peer-tls``: TLS on the peer port as well (mutual, with a throwaway CA)."""
 
 
 class SecurityError(Exception):
@@ -78,14 +81,20 @@ def prepare(mode: str, base: Path) -> Security:
         raise SecurityError(f"security mode {mode!r}: use one of {', '.join(MODES)}")
     settings: dict[str, Any] = {}
     key = secret = ca = None
-    if "acl" in mode:
+    if "acl" in mode.split("+"):
         key, secret = "admin", secrets.token_urlsafe(32)
         path = base / "admin.secret"
         path.write_text(secret + "\n")
         path.chmod(0o600)
         settings["acl"] = {"enabled": True, "admin_access_key": key, "admin_secret_file": str(path)}
-    if "tls" in mode:
+    parts = set(mode.split("+"))
+    if "tls" in parts:
         ca_path, cert, node_key = make_ca_and_cert(base / "tls")
         settings["tls"] = {"cert_file": str(cert), "key_file": str(node_key)}
         ca = str(ca_path)
+    if "peer-tls" in parts:
+        ca_path, cert, node_key = make_ca_and_cert(base / "peer-tls")
+        settings.update(peer_tls_cert=str(cert), peer_tls_key=str(node_key), peer_tls_ca=str(ca_path))
+    if "peer-open" in parts:
+        settings["cluster_secret_file"] = None  # left out of the node TOML: no peer secret
     return Security(mode, settings, key, secret, ca)

@@ -44,3 +44,24 @@ def test_bench_cli_refuses_security_with_a_server() -> None:
     r = subprocess.run([sys.executable, "-m", "raftmq.client.cli", "bench", "produce", "--server",
                         "http://127.0.0.1:1", "--security", "acl"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "local groups only" in r.stderr
+
+
+def test_peer_modes_drop_the_secret_or_add_peer_tls(tmp_path) -> None:
+    from pathlib import Path
+
+    from raftmq.client.local.security import prepare
+
+    assert prepare("peer-open", tmp_path / "open").node_settings == {"cluster_secret_file": None}
+    tls = prepare("peer-tls", tmp_path / "tls")
+    assert tls.scheme == "http" and tls.access_key is None
+    assert sorted(tls.node_settings) == ["peer_tls_ca", "peer_tls_cert", "peer_tls_key"]
+    assert all(Path(p).is_file() for p in tls.node_settings.values())
+
+
+@pytest.mark.parametrize("mode", ["peer-open", "peer-tls"])
+def test_bench_produce_on_a_group_without_peer_secret_or_with_peer_tls(mode: str) -> None:
+    def measure(urls: list[str], security: Security) -> bench.Result:
+        return asyncio.run(bench.produce(urls, "peer", 2, 8, 2, 1.0, 100, "async", security=security))
+
+    res = bench.with_secured_group("async", mode, measure)
+    assert res.security == mode and res.messages > 0
