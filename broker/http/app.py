@@ -86,18 +86,12 @@ def respond(request: web.Request, data: Any, status: int = 200, headers: dict[st
                         content_type=JSON, headers=headers)
 
 
-async def read_body(request: web.Request) -> dict[str, Any]:
-    """The request's JSON or msgpack object; 4xx for anything else."""
-    ctype = request.content_type
-    limit = request.app[BROKER].limits.max_request_bytes
-    if request.content_length is not None and request.content_length > limit:
-        # refused before it is read: the client need not send it all to hear so
-        raise RequestTooLarge(f"a request body of {request.content_length} bytes is over the limit of {limit} "
-                              f"(max_request_bytes)")
-    timeout_ms = request.app[HTTP].body_timeout_ms
+async def read_raw_body(request: web.Request, timeout_ms: int) -> bytes:
+    """The request body's bytes (aiohttp keeps them: a second read gets the same),
+    arriving within ``timeout_ms``; every failure in the error model."""
     try:
         async with asyncio.timeout(timeout_ms / 1000):
-            raw = await request.read()
+            return await request.read()
     except TimeoutError:
         raise RequestTimeout(f"the request body did not arrive within {timeout_ms} ms (body_timeout_ms)") from None
     except web.HTTPRequestEntityTooLarge as exc:
@@ -106,6 +100,17 @@ async def read_body(request: web.Request) -> dict[str, Any]:
         # A chunked body that breaks off or does not parse: aiohttp's parser
         # ends the body with this while the handler reads it.
         raise MalformedBody(f"request body could not be read: {type(exc).__name__}: {exc}") from None
+
+
+async def read_body(request: web.Request) -> dict[str, Any]:
+    """The request's JSON or msgpack object; 4xx for anything else."""
+    ctype = request.content_type
+    limit = request.app[BROKER].limits.max_request_bytes
+    if request.content_length is not None and request.content_length > limit:
+        # refused before it is read: the client need not send it all to hear so
+        raise RequestTooLarge(f"a request body of {request.content_length} bytes is over the limit of {limit} "
+                              f"(max_request_bytes)")
+    raw = await read_raw_body(request, request.app[HTTP].body_timeout_ms)
     max_depth = request.app[HTTP].max_json_depth
     if ctype == MSGPACK:
         obj = decode_msgpack(raw, max_depth)

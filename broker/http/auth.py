@@ -30,7 +30,6 @@ propose ACL commands through the log.
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import logging
 import time
@@ -38,7 +37,6 @@ from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Mapping
 
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
 
 from raftmq import signing
 from raftmq.broker.acl.claims import ClientClaims
@@ -57,14 +55,11 @@ from raftmq.broker.errors import (
     ClientIdTaken,
     Forbidden,
     InvalidArgument,
-    MalformedBody,
-    RequestTimeout,
-    RequestTooLarge,
     Unauthenticated,
     UserExists,
     UserNotFound,
 )
-from raftmq.broker.http.app import BROKER, read_body, respond
+from raftmq.broker.http.app import BROKER, read_body, read_raw_body, respond
 from raftmq.broker.http.decoding import decode_json, decode_msgpack
 from raftmq.broker.service import Broker
 
@@ -209,15 +204,7 @@ async def _raw_body(request: web.Request, timeout_ms: int) -> bytes:
     """The request body's bytes (aiohttp keeps them: the handler reads them again)."""
     if not request.body_exists:
         return b""
-    try:
-        async with asyncio.timeout(timeout_ms / 1000):
-            return await request.read()
-    except TimeoutError:
-        raise RequestTimeout(f"the request body did not arrive within {timeout_ms} ms (body_timeout_ms)") from None
-    except web.HTTPRequestEntityTooLarge as exc:
-        raise RequestTooLarge(f"{exc.text} (max_request_bytes)") from None
-    except (ConnectionError, HttpProcessingError) as exc:
-        raise MalformedBody(f"request body could not be read: {type(exc).__name__}: {exc}") from None
+    return await read_raw_body(request, timeout_ms)
 
 
 def _body_fields(request: web.Request, raw: bytes, max_depth: int) -> dict[str, Any]:
